@@ -1,0 +1,191 @@
+"""Measurement records (schema v1) and the failure vocabulary.
+
+One record per check per target, written as one JSON line. The JSON Schema that describes the
+same shape lives in ``measurements/schema/ringprobe-record-v1.schema.json``; a test keeps the two in
+step. Records are raw observations: they carry no verdict (the ``analysis`` package computes those).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal
+
+SCHEMA_VERSION: Final = 1
+
+Vantage = Literal["volunteer", "baseline", "lab"]
+VANTAGES: Final = ("volunteer", "baseline", "lab")
+
+Role = Literal["signaling", "web", "relay", "reflector", "turn", "control"]
+ROLES: Final = ("signaling", "web", "relay", "reflector", "turn", "control")
+
+Transport = Literal["tcp", "udp"]
+TRANSPORTS: Final = ("tcp", "udp")
+
+# What a target normally answers when nothing interferes; it decides which checks the runner plans.
+# "tcp": accepts a TCP connection; "tls": completes a TLS handshake; "https": serves an HTTPS GET;
+# "unknown": informational only (analysis must not read its silence as interference).
+EXPECTS: Final = ("tcp", "tls", "https", "unknown")
+
+APPS: Final = ("whatsapp", "telegram", "signal", "control")
+
+
+class Failure:
+    """Failure strings. Where OONI has a name for the same event we use OONI's
+    (ooni/spec data-formats/df-007-errors.md), so our data joins theirs."""
+
+    GENERIC_TIMEOUT = "generic_timeout_error"
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_RESET = "connection_reset"
+    CONNECTION_ABORTED = "connection_aborted"
+    HOST_UNREACHABLE = "host_unreachable"
+    NETWORK_UNREACHABLE = "network_unreachable"
+    EOF = "eof_error"
+    SSL_INVALID_HOSTNAME = "ssl_invalid_hostname"
+    SSL_UNKNOWN_AUTHORITY = "ssl_unknown_authority"
+    SSL_INVALID_CERTIFICATE = "ssl_invalid_certificate"
+    SSL_FAILED_HANDSHAKE = "ssl_failed_handshake"
+    DNS_NXDOMAIN = "dns_nxdomain_error"
+    DNS_NO_ANSWER = "dns_no_answer"
+    DNS_REFUSED = "dns_refused_error"
+    DNS_SERVFAIL = "dns_servfail_error"
+    DNS_SERVER_MISBEHAVING = "dns_server_misbehaving"
+    DNS_BOGON = "dns_bogon_error"
+    HTTP_REQUEST_FAILED = "http_request_failed"
+    # ringprobe's own: the allow-list refused the address, so nothing was sent.
+    ADDRESS_NOT_ALLOWED = "address_not_allowed"
+    # ringprobe's own: the run's deadline or an interruption ended the check before it finished.
+    INTERRUPTED = "interrupted"
+    # OONI's prefix for anything not classified; the rest of the string says what it was.
+    UNKNOWN_PREFIX = "unknown_failure: "
+
+
+KNOWN_FAILURES: Final = frozenset(
+    value for name, value in vars(Failure).items() if name.isupper() and name != "UNKNOWN_PREFIX"
+)
+
+
+def is_known_failure(value: str) -> bool:
+    """True for a failure string from the vocabulary, including ``unknown_failure: ...``."""
+    return value in KNOWN_FAILURES or value.startswith(Failure.UNKNOWN_PREFIX)
+
+
+@dataclass(slots=True, frozen=True)
+class ProbeMeta:
+    """Where a run was made from; never the volunteer's address."""
+
+    cc: str = "ZZ"
+    """ISO 3166 country code, ZZ when unknown (OONI's convention)."""
+    asn: str = "AS0"
+    """Autonomous system of the network, AS0 when unknown (OONI's convention)."""
+    network_type: str = "unknown"
+    """wifi, mobile, wired, or unknown."""
+    vantage: Vantage = "volunteer"
+    """volunteer: a person's network; baseline: a scheduled uncensored vantage; lab: the emulated network."""
+
+
+@dataclass(slots=True, frozen=True)
+class Target:
+    """One endpoint of the catalog: what to contact and what it normally answers."""
+
+    id: str
+    """Unique within a catalog, e.g. ``wa-e1-443``."""
+    app: str
+    """whatsapp, telegram, signal or control."""
+    role: Role
+    """signaling, web, relay, reflector, turn or control."""
+    port: int
+    """Destination port."""
+    transport: Transport
+    """tcp or udp."""
+    expect: str
+    """What the target answers when nothing interferes (see EXPECTS)."""
+    source: str
+    """Where we learned of this endpoint (URL or document)."""
+    date: str
+    """When the source was checked, YYYY-MM-DD."""
+    host: str | None = None
+    """Host name, resolved at run time; None for address-only targets."""
+    address: str | None = None
+    """Fixed address; when both host and address are given, the address is contacted and the host
+    is still resolved (so DNS tampering shows)."""
+    path: str = "/"
+    """Path of the HTTPS GET for ``expect = "https"`` targets."""
+    note: str = ""
+    """Free text for humans."""
+
+
+@dataclass(slots=True, frozen=True)
+class TargetRef:
+    """The target as a record stores it: the catalog entry plus the address actually contacted."""
+
+    id: str
+    role: str
+    host: str | None
+    address: str | None
+    port: int
+    transport: str
+    expect: str
+
+    @classmethod
+    def of(cls, target: Target, address: str | None) -> TargetRef:
+        return cls(
+            id=target.id,
+            role=target.role,
+            host=target.host,
+            address=address,
+            port=target.port,
+            transport=target.transport,
+            expect=target.expect,
+        )
+
+
+@dataclass(slots=True)
+class Record:
+    """One check against one target: the unit ringprobe writes, uploads and analyses."""
+
+    measurement_id: str
+    """Unique id of this record (UUID4 hex)."""
+    run_id: str
+    """Shared by every record of one ``ringprobe run``."""
+    start_time: str
+    """UTC start of the check, ISO 8601 with microseconds and ``Z``."""
+    runtime: float
+    """Seconds the check took."""
+    t0: float
+    """Seconds from the start of the run to the start of the check."""
+    probe: ProbeMeta
+    """Vantage metadata."""
+    app: str
+    """App whose endpoint was checked."""
+    target: TargetRef
+    """What was contacted."""
+    check: str
+    """Check name: dns_system, dns_udp, dns_doh, tcp_connect, tls_handshake, http_get, ..."""
+    transaction_id: int
+    """Links the DNS, TCP, TLS and HTTP steps made for one target in one run."""
+    failure: str | None
+    """None on success, else a failure string (see Failure)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Named durations in seconds (connect, handshake, first_byte, ...)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Check-specific observations (answers, TLS version, bytes, ...)."""
+    software_name: str = "ringprobe"
+    """Always ringprobe."""
+    software_version: str = ""
+    """Version of the probe that made the record."""
+    schema_version: int = SCHEMA_VERSION
+    """Version of this record format."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """One line of JSON, keys sorted so equal records serialise equally."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def new_id() -> str:
+    """A random identifier for runs and records (UUID4, hex)."""
+    return uuid.uuid4().hex
