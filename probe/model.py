@@ -82,7 +82,7 @@ class ProbeMeta:
     network_type: str = "unknown"
     """wifi, mobile, wired, or unknown."""
     vantage: Vantage = "volunteer"
-    """volunteer: a person's network; baseline: a scheduled uncensored vantage; lab: the emulated network."""
+    """volunteer: a person's network; baseline: a scheduled uncensored vantage; lab: emulated."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -21,7 +21,7 @@ def _pattern_for(address: str) -> str:
 
 
 class Scrubber:
-    """Collects own addresses and removes them from text. Safe to share between tasks and threads."""
+    """Collects own addresses and removes them from text; safe to share between tasks."""
 
     def __init__(self) -> None:
         self._addresses: set[str] = set()
