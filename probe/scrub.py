@@ -17,7 +17,7 @@ def _pattern_for(address: str) -> str:
     # Boundaries keep 10.0.0.1 from matching inside 10.0.0.12 or 110.0.0.1.
     if ":" in address:
         return rf"(?<![0-9A-Fa-f:]){re.escape(address)}(?![0-9A-Fa-f:])"
-    return rf"(?<![0-9.]){re.escape(address)}(?![0-9])"
+    return rf"(?<![0-9.]){re.escape(address)}(?!\.?[0-9])"
 
 
 class Scrubber:

@@ -42,6 +42,8 @@ class CheckContext:
     neutral_sni: str = DEFAULT_NEUTRAL_SNI
     resolv_conf: str = "/etc/resolv.conf"
     """Where the system resolver's configuration is read from."""
+    system_dns_port: int = 53
+    """Port of the resolv.conf name servers (resolv.conf cannot say; test fakes use high ports)."""
     scrubber: Scrubber = field(default_factory=Scrubber)
     run_start: float = field(default_factory=time.monotonic)
     """Monotonic clock at the start of the run; ``t0`` of each record is relative to it."""

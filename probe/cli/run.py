@@ -1,0 +1,301 @@
+"""`ringprobe run`: measure the catalog's endpoints and write JSON Lines records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from probe.cli.common import catalog_options, load_selected
+
+if TYPE_CHECKING:
+    from probe.checks.base import CheckContext
+    from probe.runner import Event, Limits, RunOutput, RunResult
+
+DEFAULT_OUT = Path("ringprobe-results")
+# Cloudflare's resolver by address, so DoH needs no prior (possibly tampered) lookup.
+DEFAULT_DOH_URL = "https://1.1.1.1/dns-query"
+
+
+@click.command("run")
+@catalog_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Directory for the records (.jsonl) and the run manifest.",
+)
+@click.option(
+    "--allow-net",
+    multiple=True,
+    metavar="CIDR",
+    help="Only ever contact addresses in these networks (repeatable; adds to "
+    "RINGPROBE_ALLOW_NETS). Anything else fails with address_not_allowed and is never sent.",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Extra certificate authorities (PEM) to trust for TLS, e.g. the lab's.",
+)
+@click.option("--resolver", metavar="ADDR[:PORT]", help="Also resolve through this DNS server.")
+@click.option(
+    "--doh-url",
+    default=DEFAULT_DOH_URL,
+    show_default=True,
+    help="DNS-over-HTTPS resolver to compare answers with.",
+)
+@click.option("--no-doh", is_flag=True, help="Skip the DNS-over-HTTPS comparison.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 120),
+    default=10.0,
+    show_default=True,
+    help="Seconds one check may take.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(1, 24 * 3600),
+    default=300.0,
+    show_default=True,
+    help="Seconds the whole run may take; checks not started by then are skipped.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=64,
+    show_default=True,
+    help="Checks in flight at once.",
+)
+@click.option(
+    "--per-host",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Checks in flight at once to one address.",
+)
+@click.option("--neutral-sni", default="example.org", show_default=True, help="SNI of the twin.")
+@click.option(
+    "--vantage",
+    type=click.Choice(["volunteer", "baseline", "lab"]),
+    default="volunteer",
+    show_default=True,
+    help="What kind of network this is (baseline: a scheduled run from an uncensored one).",
+)
+@click.option("--cc", default="ZZ", show_default=True, help="Country code to record.")
+@click.option(
+    "--asn", default="AS0", show_default=True, help="Network (ASN) to record, e.g. AS12389."
+)
+@click.option(
+    "--network-type",
+    type=click.Choice(["wifi", "mobile", "wired", "unknown"]),
+    default="unknown",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+def command(**options: Any) -> None:
+    """Measure the endpoints of WhatsApp, Telegram, Signal (control) and neutral controls.
+
+    Every check's record is written to OUT as soon as it finishes, so an interrupted run
+    (Ctrl-C, SIGTERM) keeps what it measured; the manifest next to it says how the run ended.
+    """
+    catalog = load_selected(options["targets_file"], options["apps"])
+    ctx = _context(options)
+    limits = _limits(options)
+    from probe.runner import RunOutput
+
+    settings = {
+        "apps": list(catalog.apps()),
+        "catalog": list(catalog.sources),
+        "timeout": ctx.timeout,
+        "deadline": limits.deadline,
+        "concurrency": limits.concurrency,
+        "per_host": limits.per_host,
+        "resolver": ctx.resolver,
+        "doh_url": ctx.doh_url,
+        "allow_list": ctx.allow.describe(),
+    }
+    try:
+        output = RunOutput(options["out_dir"], ctx, len(catalog), settings)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to {options['out_dir']}: {exc.strerror}") from exc
+    show_progress = sys.stdout.isatty() and not options["as_json"]
+    signum, result = _run_with_signals(catalog, ctx, output, limits, show_progress)
+    result = result or output.result
+    if options["as_json"]:
+        click.echo(json.dumps(_summary_json(result), indent=2, sort_keys=True))
+    else:
+        _print_summary(result)
+    if signum is not None:
+        click.echo(
+            f"ringprobe: interrupted; {result.records} finished records kept in "
+            f"{result.records_path}",
+            err=True,
+        )
+        sys.exit(128 + signum)
+
+
+def _context(options: dict[str, Any]) -> CheckContext:
+    from probe.allowlist import AllowList
+    from probe.checks.base import CheckContext
+    from probe.checks.dns import parse_resolver
+    from probe.checks.doh import parse_doh_url
+    from probe.model import ProbeMeta
+
+    cc = options["cc"].upper()
+    if not re.fullmatch(r"[A-Z]{2}", cc):
+        raise click.BadParameter(
+            f"{options['cc']!r} is not a two-letter country code", param_hint="--cc"
+        )
+    asn = options["asn"].upper()
+    asn = asn if asn.startswith("AS") else f"AS{asn}"
+    if not re.fullmatch(r"AS[0-9]{1,10}", asn):
+        raise click.BadParameter(
+            f"{options['asn']!r} is not an ASN like AS12389", param_hint="--asn"
+        )
+    resolver = options["resolver"]
+    if resolver:
+        parse_resolver(resolver)  # validates; the check parses again when it runs
+    doh_url = None if options["no_doh"] else parse_doh_url(options["doh_url"])
+    return CheckContext(
+        probe=ProbeMeta(
+            cc=cc, asn=asn, network_type=options["network_type"], vantage=options["vantage"]
+        ),
+        allow=AllowList.from_sources(options["allow_net"]),
+        timeout=options["timeout"],
+        ca_file=str(options["ca_file"]) if options["ca_file"] else None,
+        resolver=resolver,
+        doh_url=doh_url,
+        neutral_sni=options["neutral_sni"],
+    )
+
+
+def _limits(options: dict[str, Any]) -> Limits:
+    from probe.runner import Limits
+
+    return Limits(
+        concurrency=options["concurrency"],
+        per_host=options["per_host"],
+        deadline=options["deadline"],
+    )
+
+
+def _run_with_signals(
+    catalog: Any, ctx: CheckContext, output: RunOutput, limits: Limits, show_progress: bool
+) -> tuple[int | None, RunResult | None]:
+    """Run the event loop; SIGINT and SIGTERM cancel the run, which keeps its records and marks
+    the manifest interrupted. Returns (signal number or None, result)."""
+    from probe.runner import execute
+
+    received: list[int] = []
+
+    async def main() -> RunResult | None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            with _Progress(show_progress) as progress:
+                return await execute(catalog, ctx, output, limits, progress.on_event)
+        except asyncio.CancelledError:
+            if received:
+                return None
+            raise
+
+    result = asyncio.run(main())
+    return (received[0] if received else None), result
+
+
+class _Progress:
+    """A rich progress bar over targets while a terminal watches; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+        self._records = 0
+        self._failures = 0
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]measuring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(
+                    "targets · {task.fields[records]} records · {task.fields[failures]} failed"
+                ),
+                transient=True,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def on_event(self, event: Event) -> None:
+        if self._progress is None:
+            return
+        if event.kind == "start":
+            self._task = self._progress.add_task("run", total=event.total, records=0, failures=0)
+        elif event.kind == "record" and event.record is not None:
+            self._records += 1
+            self._failures += event.record.failure is not None
+            self._progress.update(self._task, records=self._records, failures=self._failures)
+        elif event.kind in ("target_done", "skipped"):
+            self._progress.advance(self._task)
+
+
+def _per_app(result: RunResult) -> dict[str, dict[str, Any]]:
+    """Counts per app from the records file (what was actually written, scrubbed)."""
+    apps: dict[str, dict[str, Any]] = defaultdict(lambda: {"checks": 0, "failed": Counter()})
+    if result.records_path.exists():
+        with result.records_path.open(encoding="utf-8") as lines:
+            for line in lines:
+                record = json.loads(line)
+                entry = apps[record["app"]]
+                entry["checks"] += 1
+                if record["failure"] is not None:
+                    entry["failed"][f"{record['check']}: {record['failure']}"] += 1
+    return apps
+
+
+def _summary_json(result: RunResult) -> dict[str, Any]:
+    summary = result.manifest()
+    summary["records_path"] = str(result.records_path)
+    summary["manifest_path"] = str(result.manifest_path)
+    summary["apps"] = {
+        app: {"checks": v["checks"], "failed": dict(v["failed"])}
+        for app, v in _per_app(result).items()
+    }
+    return summary
+
+
+def _print_summary(result: RunResult) -> None:
+    head = f"run {result.run_id[:8]}: {result.status}, {result.records} records"
+    click.echo(f"{head} in {result.records_path}")
+    for app, entry in sorted(_per_app(result).items()):
+        failed = sum(entry["failed"].values())
+        line = f"  {app}: {entry['checks']} checks, {entry['checks'] - failed} succeeded"
+        if failed:
+            worst = ", ".join(f"{what} x{n}" for what, n in entry["failed"].most_common(3))
+            line += f"; failures: {worst}"
+        click.echo(line)
+    click.echo("  (counts of raw observations, not verdicts)")

@@ -1,0 +1,341 @@
+"""Plan checks from the catalog, run them concurrently under limits and deadlines, stream records.
+
+For each target the runner makes one *transaction* (one transaction id): resolve the host with every
+configured resolver, pick the address to contact, then TCP connect, TLS with the real and with a
+neutral SNI, and an HTTPS GET, as far as the target's ``expect`` says it normally answers. Each
+record is written (one flushed JSON line) the moment its check finishes, so an interrupted run keeps
+everything it measured; the run's manifest says whether it completed, hit its deadline or was
+interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from probe import SOFTWARE_NAME, __version__
+from probe.checks.base import CheckContext
+from probe.model import SCHEMA_VERSION, Failure, Record, Target
+from probe.scrub import Scrubber
+
+DEFAULT_CONCURRENCY = 64
+DEFAULT_PER_HOST = 4
+DEFAULT_DEADLINE = 300.0
+
+# A check is called as check(ctx, target, [address,] transaction_id, **options).
+Check = Callable[..., Awaitable[Record]]
+SNI_KINDS = ("real", "neutral")
+# Below this much of the deadline left, a check could not measure anything useful.
+MIN_STEP_TIME = 0.05
+
+RunStatus = Literal["running", "complete", "deadline_reached", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How hard a run may push: simultaneous checks overall and per remote address, and the
+    wall-clock budget of the whole run."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    per_host: int = DEFAULT_PER_HOST
+    deadline: float = DEFAULT_DEADLINE
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.per_host < 1:
+            raise ValueError("concurrency limits must be at least 1")
+        if self.deadline <= 0:
+            raise ValueError("the deadline must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A progress event. kinds: ``start`` (total = number of targets), ``record`` (a record was
+    written), ``target_done``, ``skipped`` (a target the run has no check for), ``end``."""
+
+    kind: Literal["start", "record", "target_done", "skipped", "end"]
+    target: Target | None = None
+    record: Record | None = None
+    total: int = 0
+    reason: str = ""
+
+
+EventSink = Callable[[Event], None]
+
+
+class RecordWriter:
+    """Appends records to a JSON Lines file, one flushed line each, own addresses scrubbed."""
+
+    def __init__(self, path: Path, scrubber: Scrubber) -> None:
+        self.path = path
+        self._scrubber = scrubber
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+        self.count = 0
+        self.failures = 0
+
+    def write(self, record: Record) -> None:
+        self._file.write(self._scrubber.scrub(record.to_json()) + "\n")
+        self._file.flush()
+        self.count += 1
+        if record.failure is not None:
+            self.failures += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run produced and how it ended; also written as the run's manifest."""
+
+    run_id: str
+    records_path: Path
+    manifest_path: Path
+    status: RunStatus = "running"
+    started: str = ""
+    ended: str | None = None
+    records: int = 0
+    failures: int = 0
+    targets: int = 0
+    targets_done: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "software_name": SOFTWARE_NAME,
+            "software_version": __version__,
+            "run_id": self.run_id,
+            "records_file": self.records_path.name,
+            "status": self.status,
+            "started": self.started,
+            "ended": self.ended,
+            "records": self.records,
+            "failures": self.failures,
+            "targets": self.targets,
+            "targets_done": self.targets_done,
+            "skipped": self.skipped,
+            "settings": self.settings,
+        }
+
+    def write_manifest(self) -> None:
+        # Write-then-rename so a crash never leaves a half-written manifest.
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.manifest_path)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def output_paths(out_dir: Path, run_id: str) -> tuple[Path, Path]:
+    """Records file and manifest of a run: sortable by time, unique by run id."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem = f"ringprobe-{stamp}-{run_id[:8]}"
+    return out_dir / f"{stem}.jsonl", out_dir / f"{stem}.manifest.json"
+
+
+class _DeadlineReached(Exception):
+    """Internal: the run's deadline leaves no time to start another check."""
+
+
+class Runner:
+    """Runs every transaction of a catalog under the limits, writing records as they finish."""
+
+    def __init__(
+        self,
+        ctx: CheckContext,
+        writer: RecordWriter,
+        limits: Limits | None = None,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.writer = writer
+        self.limits = limits or Limits()
+        self._emit = on_event or (lambda event: None)
+        self._global = asyncio.Semaphore(self.limits.concurrency)
+        self._per_host: dict[str, asyncio.Semaphore] = {}
+        self._deadline_at = ctx.run_start + self.limits.deadline
+        self.deadline_hit = False
+
+    async def run(self, targets: Iterable[Target]) -> int:
+        """Measure every target; return how many transactions completed."""
+        todo = list(targets)
+        self._emit(Event("start", total=len(todo)))
+        done = 0
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._transaction(t, tx)) for tx, t in enumerate(todo, 1)]
+        done = sum(1 for task in tasks if task.result())
+        self._emit(Event("end", total=len(todo)))
+        return done
+
+    async def _transaction(self, target: Target, tx: int) -> bool:
+        try:
+            await self._measure_target(target, tx)
+        except _DeadlineReached:
+            self.deadline_hit = True
+            return False
+        self._emit(Event("target_done", target=target))
+        return True
+
+    async def _measure_target(self, target: Target, tx: int) -> None:
+        # Imported here: the checks pull in aiohttp and dnspython, which `--help` must not pay for.
+        from probe.checks import dns, doh, http, tcp, tls
+
+        address = target.address
+        source = "catalog"
+        if target.host is not None:
+            lookups: list[Check] = [dns.dns_system]
+            if self.ctx.resolver:
+                lookups.append(dns.dns_udp)
+            if self.ctx.doh_url:
+                lookups.append(doh.dns_doh)
+            dns_records = list(
+                await asyncio.gather(*(self._step(None, f, target, tx) for f in lookups))
+            )
+            dns.compare_answers(dns_records)
+            for record in dns_records:
+                self._write(record)
+            if address is None:
+                address, source = choose_address(dns_records)
+        if address is None:
+            return
+        if target.transport != "tcp":
+            self._emit(Event("skipped", target=target, reason="no UDP check in this version"))
+            return
+        connect = await self._step(address, tcp.tcp_connect, target, address, tx)
+        connect.details["address_source"] = source
+        self._write(connect)
+        if connect.failure is not None or target.expect not in ("tls", "https"):
+            return
+        handshakes = await asyncio.gather(
+            *(
+                self._step(address, tls.tls_handshake, target, address, tx, sni_kind=kind)
+                for kind in SNI_KINDS
+            )
+        )
+        for record in handshakes:
+            self._write(record)
+        if target.expect != "https":
+            return
+        # The neutral-SNI GET only makes sense where the neutral handshake worked.
+        gets = await asyncio.gather(
+            *(
+                self._step(address, http.http_get, target, address, tx, sni_kind=kind)
+                for kind, handshake in zip(SNI_KINDS, handshakes, strict=True)
+                if kind == "real" or handshake.failure is None
+            )
+        )
+        for record in gets:
+            self._write(record)
+
+    async def _step(self, address: str | None, check: Check, *args: Any, **kwargs: Any) -> Record:
+        """Run one check under the global and per-address limits, with its timeout cut to what
+        is left of the run's deadline."""
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._global)
+            if address is not None:
+                slot = self._per_host.setdefault(address, asyncio.Semaphore(self.limits.per_host))
+                await stack.enter_async_context(slot)
+            remaining = self._deadline_at - time.monotonic()
+            if remaining <= MIN_STEP_TIME:
+                raise _DeadlineReached
+            cut = remaining < self.ctx.timeout
+            ctx = dataclasses.replace(self.ctx, timeout=min(self.ctx.timeout, remaining))
+            record = await check(ctx, *args, **kwargs)
+        if cut and record.failure == Failure.GENERIC_TIMEOUT:
+            # The run's deadline, not the network, ended this check: never read it as a block.
+            record.failure = Failure.INTERRUPTED
+            record.details["deadline_cut"] = True
+        return record
+
+    def _write(self, record: Record) -> None:
+        self.writer.write(record)
+        self._emit(Event("record", record=record))
+
+
+def choose_address(dns_records: list[Record]) -> tuple[str | None, str]:
+    """The address to contact: the system resolver's first non-bogus answer (what the app itself
+    would use), else the first from another resolver. Returns (address, resolver name)."""
+    ordered = sorted(dns_records, key=lambda r: r.check != "dns_system")
+    for record in ordered:
+        if record.failure is not None:
+            continue
+        bogus = set(record.details.get("bogus", []))
+        for address in record.details.get("addresses", []):
+            if address not in bogus:
+                return address, str(record.details.get("resolver", record.check))
+    return None, "none"
+
+
+class RunOutput:
+    """The files of one run: records (JSON Lines) and manifest. Created before the event loop
+    starts (file system work is blocking), finished whatever way the run ends."""
+
+    def __init__(
+        self, out_dir: Path, ctx: CheckContext, targets: int, settings: dict[str, Any]
+    ) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records_path, manifest_path = output_paths(out_dir, ctx.run_id)
+        self.result = RunResult(
+            run_id=ctx.run_id,
+            records_path=records_path,
+            manifest_path=manifest_path,
+            started=_utc_now(),
+            targets=targets,
+            settings=dict(settings),
+        )
+        self.result.write_manifest()
+        self.writer = RecordWriter(records_path, ctx.scrubber)
+
+    def finish(self, status: RunStatus, targets_done: int) -> RunResult:
+        self.writer.close()
+        result = self.result
+        result.status = status
+        result.targets_done = targets_done
+        result.records = self.writer.count
+        result.failures = self.writer.failures
+        result.ended = _utc_now()
+        result.write_manifest()
+        return result
+
+
+async def execute(
+    targets: Iterable[Target],
+    ctx: CheckContext,
+    output: RunOutput,
+    limits: Limits | None = None,
+    on_event: EventSink | None = None,
+) -> RunResult:
+    """Run the targets, writing into ``output``.
+
+    On cancellation (Ctrl-C, SIGTERM) the manifest is marked ``interrupted`` and the records
+    written so far stay; the cancellation then propagates.
+    """
+    result = output.result
+
+    def track(event: Event) -> None:
+        if event.kind == "skipped" and event.target is not None:
+            result.skipped.append({"target": event.target.id, "reason": event.reason})
+        if event.kind == "target_done":
+            result.targets_done += 1
+        if on_event is not None:
+            on_event(event)
+
+    runner = Runner(ctx, output.writer, limits, track)
+    try:
+        done = await runner.run(targets)
+    except BaseException:
+        output.finish("interrupted", result.targets_done)
+        raise
+    return output.finish("deadline_reached" if runner.deadline_hit else "complete", done)
