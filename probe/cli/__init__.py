@@ -8,6 +8,8 @@ User errors are one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 
@@ -19,14 +21,60 @@ from probe.errors import RingprobeError
 EXIT_USAGE = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class RingprobeGroup(click.Group):
+    """click's group with ringprobe's error convention: one line, ``ringprobe: error: ...``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RingprobeError as exc:
+            # Our own input errors (bad catalog, bad allow-list, bad option value) are usage errors.
+            raise click.UsageError(str(exc), ctx) from exc
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            super().main(args, prog_name or "ringprobe", complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            _exit(0)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            _fail(f"{exc.format_message()}{hint}", EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.exceptions.Exit as exc:
+            _exit(exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 130)
+        _exit(0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"ringprobe: error: {message}", err=True)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    sys.exit(code)
+
+
+@click.group(cls=RingprobeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ringprobe")
 def cli() -> None:
     """ringprobe: do WhatsApp and Telegram calls work from this network, and if not, how do they
     fail?
 
-    Run `ringprobe run` to measure (results go to ./ringprobe-results as JSON Lines), and
-    `ringprobe targets` to see what would be contacted.
+    `ringprobe run` measures (results go to ./ringprobe-results as JSON Lines);
+    `ringprobe targets` shows what a run would contact.
     """
 
 
@@ -34,30 +82,9 @@ cli.add_command(run_cmd.command)
 cli.add_command(targets_cmd.command)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: click without its multi-line usage errors."""
-    try:
-        code = cli.main(args=argv, prog_name="ringprobe", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        # `ringprobe` with no command: the help text, as a user expects.
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
-        code = 0
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        click.echo(f"ringprobe: error: {exc.format_message()}{hint}", err=True)
-        code = EXIT_USAGE
-    except click.ClickException as exc:
-        click.echo(f"ringprobe: error: {exc.format_message()}", err=True)
-        code = exc.exit_code
-    except RingprobeError as exc:
-        click.echo(f"ringprobe: error: {exc}", err=True)
-        code = EXIT_USAGE
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.Abort:
-        click.echo("ringprobe: aborted", err=True)
-        code = 130
-    sys.exit(code if isinstance(code, int) else 0)
+def main() -> None:
+    """Console-script entry point."""
+    cli.main()
 
 
 __all__ = ["cli", "main"]

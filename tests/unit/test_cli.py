@@ -1,0 +1,114 @@
+"""The command line: help everywhere, one-line errors with exit 2, cheap start-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from probe import __version__
+from probe.cli import cli
+
+HEAVY = ("aiohttp", "dns", "scapy", "aioquic", "pandas", "rich")
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+@pytest.mark.parametrize("path", _commands(cli), ids=lambda p: " ".join(p) or "ringprobe")
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    command = cli
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    assert command.help, f"{' '.join(path)} has no help text"
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from probe.cli import cli\n"
+        "CliRunner().invoke(cli, ['--help'])\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--timeout", "abc"], "--timeout"),
+        (["run", "--timeout", "0"], "--timeout"),
+        (["run", "--allow-net", "10.0.0.0/99"], "not an IP network"),
+        (["run", "--cc", "Russia"], "country code"),
+        (["run", "--asn", "12x"], "ASN"),
+        (["run", "--resolver", "not an address"], "resolver"),
+        (["run", "--doh-url", "http://192.0.2.1/dns-query"], "https"),
+        (["run", "--apps", "skype"], "skype"),
+        (["run", "--ca-file", "/nonexistent/ca.pem"], "ca-file"),
+        (["targets", "--apps", "icq"], "icq"),
+        (["targets", "--targets", "/nonexistent/catalog.toml"], "catalog.toml"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ringprobe: error:")
+    assert message.lower() in lines[0].lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_catalog_file_names_file_and_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "mine.toml"
+    bad.write_text(
+        '[[target]]\nid = "x1"\napp = "whatsapp"\nrole = "signaling"\nhost = "e1.whatsapp.net"\n'
+        'port = 70000\ntransport = "tcp"\nexpect = "tcp"\nsource = "me"\ndate = "2026-11-28"\n'
+    )
+    result = CliRunner().invoke(cli, ["targets", "--targets", str(bad)])
+    assert result.exit_code == 2
+    assert "mine.toml" in result.output
+    assert "x1" in result.output
+    assert "70000" in result.output
+
+
+def test_targets_lists_the_builtin_catalog() -> None:
+    result = CliRunner().invoke(cli, ["targets"])
+    assert result.exit_code == 0, result.output
+    assert "e1.whatsapp.net" in result.output
+    assert "149.154.167.51" in result.output
+    assert "web.telegram.org" in result.output
+
+
+def test_targets_json_and_app_filter() -> None:
+    result = CliRunner().invoke(cli, ["targets", "--apps", "telegram", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert rows
+    assert {row["app"] for row in rows} == {"telegram"}
