@@ -47,6 +47,9 @@ class CheckContext:
     scrubber: Scrubber = field(default_factory=Scrubber)
     run_start: float = field(default_factory=time.monotonic)
     """Monotonic clock at the start of the run; ``t0`` of each record is relative to it."""
+    _ssl_contexts: dict[tuple[bool, tuple[str, ...]], ssl.SSLContext] = field(
+        default_factory=dict, repr=False
+    )
 
     def guard(self, address: str) -> None:
         """Refuse (NotAllowedError) before anything is sent to an address outside the allow-list."""
@@ -57,10 +60,20 @@ class CheckContext:
         if isinstance(sockname, tuple) and sockname:
             self.scrubber.add(str(sockname[0]))
 
-    def ssl_context(self, *, verify: bool) -> ssl.SSLContext:
+    def ssl_context(self, *, verify: bool, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
         """A client TLS context; ``verify=False`` for the neutral-SNI twin, whose name the
-        server's certificate cannot match."""
+        server's certificate cannot match. Built once per run and kind (loading the system trust
+        store costs tens of milliseconds of CPU); callers must not modify what they get."""
+        key = (verify, alpn)
+        cached = self._ssl_contexts.get(key)
+        if cached is None:
+            cached = self._ssl_contexts[key] = self._new_ssl_context(verify, alpn)
+        return cached
+
+    def _new_ssl_context(self, verify: bool, alpn: tuple[str, ...]) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=None)
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
         if self.ca_file:
             ctx.load_verify_locations(cafile=self.ca_file)
         if not verify:

@@ -258,6 +258,9 @@ def _target(source: str, position: int, fields: Mapping[str, Any]) -> Target:
     values = {key: _FIELD_CHECKS[key](source, entry, fields[key]) for key in fields}
     if values.get("host") is None and values.get("address") is None:
         raise CatalogError(source, "needs 'host' or 'address' (or both)", entry=entry)
+    if values["expect"] in ("tls", "https") and values.get("host") is None:
+        # The TLS checks send the host as SNI and verify the certificate against it.
+        raise CatalogError(source, f"expect {values['expect']!r} needs a 'host'", entry=entry)
 
     return Target(
         id=cast(str, values["id"]),

@@ -354,6 +354,8 @@ ENTRY_CASES: list[tuple[str, dict[str, Any], str]] = [
         "date must be a string, not a date-time",
     ),
     ("no-endpoint", valid_entry(address=None), "needs 'host' or 'address'"),
+    ("tls-no-host", valid_entry(expect="tls"), "expect 'tls' needs a 'host'"),
+    ("https-no-host", valid_entry(expect="https"), "expect 'https' needs a 'host'"),
     ("host-shape", valid_entry(host="bad host"), "host 'bad host' is not a DNS name"),
     ("host-ip", valid_entry(host="192.0.2.7"), "host '192.0.2.7' is an IP address"),
     ("host-empty", valid_entry(host=""), "host must not be empty"),
@@ -613,7 +615,7 @@ _valid_entries = st.lists(
         host=st.sampled_from([None, "www.example.com", "a-b.example.org."]),
         note=st.text(max_size=30),
         date=st.dates(min_value=datetime.date(2000, 1, 1), max_value=datetime.date(2100, 1, 1)),
-    ).filter(lambda e: "address" in e or "host" in e),
+    ).filter(lambda e: "host" in e or ("address" in e and e["expect"] in ("tcp", "unknown"))),
     min_size=1,
     max_size=5,
 )
