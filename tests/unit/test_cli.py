@@ -112,3 +112,45 @@ def test_targets_json_and_app_filter() -> None:
     rows = [json.loads(line) for line in result.output.splitlines()]
     assert rows
     assert {row["app"] for row in rows} == {"telegram"}
+
+
+def test_run_json_summary_on_loopback(tmp_path: Path) -> None:
+    """A whole `ringprobe run` through the CLI: stdout is only the JSON summary (no progress bar
+    off a terminal), records land in --out and validate."""
+    import socket
+
+    from tests.recordcheck import assert_valid
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()
+    catalog = tmp_path / "cat.toml"
+    catalog.write_text(
+        '[defaults]\napp = "control"\nrole = "control"\ntransport = "tcp"\nexpect = "tcp"\n'
+        'source = "test"\ndate = "2026-11-28"\naddress = "127.0.0.1"\n\n'
+        f'[[target]]\nid = "open"\nport = {listener.getsockname()[1]}\n\n'
+        f'[[target]]\nid = "refused"\nport = {refused_port}\n'
+    )
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["run", "--targets", str(catalog), "--out", str(tmp_path / "out"), "--no-doh",
+             "--timeout", "2", "--vantage", "lab", "--cc", "zz", "--asn", "64496", "--json"],
+        )  # fmt: skip
+    finally:
+        listener.close()
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["status"] == "complete"
+    assert summary["records"] == 2
+    assert summary["apps"]["control"] == {
+        "checks": 2,
+        "failed": {"tcp_connect: connection_refused": 1},
+    }
+    rows = [assert_valid(line) for line in Path(summary["records_path"]).read_text().splitlines()]
+    assert {row["probe"]["asn"] for row in rows} == {"AS64496"}
+    assert {row["probe"]["vantage"] for row in rows} == {"lab"}
