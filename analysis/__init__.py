@@ -1,6 +1,39 @@
-"""ringprobe's researcher package: load records, compute verdicts, aggregate and plot.
+"""ringprobe's researcher package: load records (ringprobe's and OONI's), compute verdicts.
 
-Filled by the analysis issue; the probe's own summary will call it, never copy its rules.
+    import analysis
+    df = analysis.load("ringprobe-results/")           # one row per record, see analysis.COLUMNS
+    table = analysis.verdicts(df, baseline=analysis.load("baseline/"))
+    for line in analysis.explain(table):
+        print(line)
+
+Verdicts are pure functions of the records and live only here: the probe's own closing summary
+calls this package, never a copy of its rules.
 """
 
-__all__: list[str] = []
+from analysis.columns import COLUMNS
+from analysis.errors import AnalysisError, LoadError, LoadWarning, SchemaVersionError
+from analysis.load import concat, load
+from analysis.ooni import load_ooni, ooni_verdicts
+from analysis.rules import LAYERS, MECHANISMS, RULES, VERDICTS, Rule
+from analysis.summary import explain
+from analysis.verdicts import target_status, verdicts
+
+__all__ = [
+    "COLUMNS",
+    "LAYERS",
+    "MECHANISMS",
+    "RULES",
+    "VERDICTS",
+    "AnalysisError",
+    "LoadError",
+    "LoadWarning",
+    "Rule",
+    "SchemaVersionError",
+    "concat",
+    "explain",
+    "load",
+    "load_ooni",
+    "ooni_verdicts",
+    "target_status",
+    "verdicts",
+]

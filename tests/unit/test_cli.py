@@ -154,3 +154,64 @@ def test_run_json_summary_on_loopback(tmp_path: Path) -> None:
     rows = [assert_valid(line) for line in Path(summary["records_path"]).read_text().splitlines()]
     assert {row["probe"]["asn"] for row in rows} == {"AS64496"}
     assert {row["probe"]["vantage"] for row in rows} == {"lab"}
+
+
+def test_run_summary_comes_from_analysis(tmp_path: Path) -> None:
+    """`ringprobe run --json` carries the analysis package's verdicts for its own records."""
+    import analysis
+
+    test_run_json_summary_on_loopback(tmp_path)
+    (records,) = (tmp_path / "out").glob("*.jsonl")
+    expected = analysis.verdicts(analysis.load(records))
+    result = CliRunner().invoke(cli, ["analyze", str(records), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["app"], r["verdict"], r["rule"]) for r in rows] == list(
+        zip(expected["app"], expected["verdict"], expected["rule"], strict=True)
+    )
+    assert all(row["summary"] for row in rows)
+
+
+def test_analyze_formats(tmp_path: Path) -> None:
+    test_run_json_summary_on_loopback(tmp_path)
+    out = str(tmp_path / "out")
+    table = CliRunner().invoke(cli, ["analyze", out])
+    assert table.exit_code == 0, table.output
+    assert table.output.startswith("run ")
+    csv = CliRunner().invoke(cli, ["analyze", out, "--format", "csv"])
+    assert csv.exit_code == 0, csv.output
+    header = csv.output.splitlines()[0].split(",")
+    assert header[:4] == ["run_id", "app", "verdict", "layer"]
+    assert "summary" in header
+
+
+def test_analyze_reads_ooni_samples() -> None:
+    import analysis
+
+    sample = Path(__file__).parent.parent.parent / "measurements/ooni-samples/whatsapp.json"
+    result = CliRunner().invoke(cli, ["analyze", "--ooni", str(sample), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    expected = analysis.verdicts(analysis.load_ooni(sample))
+    assert [(r["app"], r["verdict"]) for r in rows] == list(
+        zip(expected["app"], expected["verdict"], strict=True)
+    )
+    assert {r["app"] for r in rows} == {"whatsapp"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analyze", "/nonexistent/dir"], "/nonexistent/dir"),
+        (["analyze", "--format", "xml", "x"], "--format"),
+        (["analyze"], "PATHS"),
+    ],
+)
+def test_analyze_bad_input(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ringprobe: error:")
+    assert message in line

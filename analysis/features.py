@@ -1,0 +1,836 @@
+"""Features: what the records say, per target and then per (run, app), as columns the rules read.
+
+Two levels, both vectorised (integer codes, NumPy scatter and bincount; no Python loop over
+records):
+
+1. **Per target** (run, app, target_id), for targets whose ``expect`` is not ``unknown``: the
+   outcome of each step of its transaction (system resolver, TCP connect, TLS and HTTPS GET with
+   the real and the neutral SNI), then the target's *status* (``TARGET_STATUSES``) and, for a
+   failed target, its *failure class* (``FAIL_CLASSES``: a layer and a mechanism). The order in
+   which ``_status`` reads the steps is the interpretation; it is spelled out there.
+2. **Per (run, app)**: counts over the targets that are evidence, the dominant failure class,
+   the SNI throughput comparison, the run's neutral controls and the run's metadata
+   (``app_features``; its columns are ``FEATURE_COLUMNS``).
+
+Call-path evidence (relays, reflectors, call flows) arrives as more level-2 columns computed from
+its own checks and read by more rules; nothing here needs to change for that.
+
+The scalar helpers (``failure_kind``, ``step_of``) and the thresholds are shared with the naive
+reference implementation in ``bench/naive_verdicts.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from probe.model import Failure
+
+# --- thresholds (each is what a rule compares with; the rules cite them by name) ----------------
+
+# Apps try their endpoints in turn, so an app is unusable only when nearly all fail; the margin
+# leaves room for an endpoint or two that is down for ordinary reasons.
+BLOCK_SHARE: Final = 0.8
+# Below this share, failures are the background noise of a healthy network (a stale endpoint);
+# between it and BLOCK_SHARE the evidence is too mixed to call either way.
+PARTIAL_SHARE: Final = 0.2
+# Neutral controls failing this much mean the network, not a censor of the app, is at fault.
+CONTROL_FAIL_SHARE: Final = 0.5
+# Real-SNI throughput below this fraction of the neutral SNI's to the same address is policing:
+# Censored Planet's 2021 Twitter throttling cut rates far below half (IMC 2021).
+THROTTLE_RATIO: Final = 0.5
+# A target served at least this fraction of the neutral rate contradicts a throttling claim;
+# between the two ratios a target is noise, neither evidence nor contradiction.
+UNTHROTTLED_RATIO: Final = 0.8
+# Bytes both GETs must have read before their rates are compared: below this, TCP slow start and
+# buffering dominate the rate (the first 14-34 KB of a flow also pass Russia's "TCP 16-20" cut).
+MIN_THROUGHPUT_BYTES: Final = 32 * 1024
+# A check succeeding in fewer than this share of baseline records normally fails from uncensored
+# vantage points too, so its failure elsewhere is not evidence.
+BASELINE_OK_SHARE: Final = 0.5
+# Baseline runs needed before a target's baseline failure is believed; one clean vantage already
+# shows that the endpoint itself is down or stale.
+MIN_BASELINE_RUNS: Final = 1
+
+# --- the failure vocabulary, folded into kinds ---------------------------------------------------
+
+ABSENT: Final = -1  # no record of this step
+OK: Final = 0
+TIMEOUT: Final = 1
+HOST_UNREACH: Final = 2
+NET_UNREACH: Final = 3
+RESET: Final = 4
+REFUSED: Final = 5
+EOF: Final = 6
+SSL: Final = 7
+DNS_DENY: Final = 8
+DNS_BOGON: Final = 9
+DNS_MISBEHAVING: Final = 10
+HTTP: Final = 11
+INTERRUPTED: Final = 12
+NOT_ALLOWED: Final = 13
+OTHER: Final = 14
+
+FAILURE_KINDS: Final[dict[str, int]] = {
+    Failure.GENERIC_TIMEOUT: TIMEOUT,
+    Failure.HOST_UNREACHABLE: HOST_UNREACH,
+    Failure.NETWORK_UNREACHABLE: NET_UNREACH,
+    Failure.CONNECTION_RESET: RESET,
+    # An abort is the local stack's reaction to a reset or an ICMP error mid-connection.
+    Failure.CONNECTION_ABORTED: RESET,
+    Failure.CONNECTION_REFUSED: REFUSED,
+    Failure.EOF: EOF,
+    Failure.SSL_INVALID_HOSTNAME: SSL,
+    Failure.SSL_UNKNOWN_AUTHORITY: SSL,
+    Failure.SSL_INVALID_CERTIFICATE: SSL,
+    Failure.SSL_FAILED_HANDSHAKE: SSL,
+    # The resolver denies the name: it does not exist, has no address, or may not be asked.
+    Failure.DNS_NXDOMAIN: DNS_DENY,
+    Failure.DNS_NO_ANSWER: DNS_DENY,
+    Failure.DNS_REFUSED: DNS_DENY,
+    Failure.DNS_SERVFAIL: DNS_DENY,
+    Failure.DNS_BOGON: DNS_BOGON,
+    Failure.DNS_SERVER_MISBEHAVING: DNS_MISBEHAVING,
+    Failure.HTTP_REQUEST_FAILED: HTTP,
+    Failure.INTERRUPTED: INTERRUPTED,
+    Failure.ADDRESS_NOT_ALLOWED: NOT_ALLOWED,
+}
+
+# Kinds that say nothing about the network: the run's deadline or the allow-list ended the step.
+NOT_EVIDENCE_KINDS: Final = frozenset({INTERRUPTED, NOT_ALLOWED})
+
+
+def failure_kind(failure: str | None) -> int:
+    """The kind of a failure string (OK for None; OTHER for ``unknown_failure: ...``)."""
+    if failure is None:
+        return OK
+    return FAILURE_KINDS.get(failure, OTHER)
+
+
+# --- steps of a transaction ----------------------------------------------------------------------
+
+STEP_DNS: Final = 0  # dns_system: what the app itself would be told
+STEP_TCP: Final = 1
+STEP_TLS_REAL: Final = 2
+STEP_TLS_NEUTRAL: Final = 3
+STEP_HTTP_REAL: Final = 4
+STEP_HTTP_NEUTRAL: Final = 5
+STEPS: Final = (
+    ("dns_system", None),
+    ("tcp_connect", None),
+    ("tls_handshake", "real"),
+    ("tls_handshake", "neutral"),
+    ("http_get", "real"),
+    ("http_get", "neutral"),
+)
+
+
+def step_of(check: str | None, sni_kind: str | None) -> int:
+    """The step a record is (ABSENT for checks the signaling rules do not read: the other
+    resolvers, whose agreement is already in ``dns_consistent``, and future call-path checks)."""
+    if check == "dns_system":
+        return STEP_DNS
+    if check == "tcp_connect":
+        return STEP_TCP
+    neutral = sni_kind == "neutral"
+    if check == "tls_handshake":
+        return STEP_TLS_NEUTRAL if neutral else STEP_TLS_REAL
+    if check == "http_get":
+        return STEP_HTTP_NEUTRAL if neutral else STEP_HTTP_REAL
+    return ABSENT
+
+
+# --- target statuses and failure classes ---------------------------------------------------------
+
+TARGET_STATUSES: Final = (
+    "ok",  # the target answered as it normally does
+    "throttled",  # answered, but real-SNI HTTPS ran far slower than the neutral SNI's
+    "failed",  # evidence of interference; see its failure class
+    "interrupted",  # the run's deadline cut the deciding step: no evidence either way
+    "not_allowed",  # the allow-list refused the address: nothing was sent
+    "no_route",  # no IPv6 route on the volunteer's side: says nothing about the app
+    "unmeasured",  # no step past DNS was recorded (a check this version does not run)
+    "excluded",  # failed, but the same step fails from the baseline too
+)
+S_OK, S_THROTTLED, S_FAILED, S_INTERRUPTED, S_NOT_ALLOWED, S_NO_ROUTE, S_UNMEASURED, S_EXCLUDED = (
+    range(len(TARGET_STATUSES))
+)
+# Statuses that count as evidence (the denominator of share_failed).
+EVIDENCE_STATUSES: Final = (S_OK, S_THROTTLED, S_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class FailClass:
+    """How a target failed: the layer and mechanism a verdict reports, and a clause for humans."""
+
+    name: str
+    layer: str
+    mechanism: str | None
+    text: str
+    step: int
+    """The step whose failure this is, for the baseline comparison."""
+
+
+# Order is the tie-break of the dominant class: the earlier step, then the more specific mechanism.
+FAIL_CLASSES: Final = (
+    FailClass(
+        "dns_spoof",
+        "dns",
+        "dns_spoof",
+        "the system resolver answered bogus addresses or ones the other resolvers disagree with",
+        STEP_DNS,
+    ),
+    FailClass(
+        "dns_nxdomain",
+        "dns",
+        "dns_nxdomain",
+        "the system resolver denied the name (NXDOMAIN, no answer, SERVFAIL or REFUSED)",
+        STEP_DNS,
+    ),
+    FailClass("dns_other", "dns", None, "the system resolver gave no usable answer", STEP_DNS),
+    FailClass(
+        "tcp_ip_drop",
+        "tcp",
+        "ip_drop",
+        "TCP connect timed out or was unreachable (no answer to SYN)",
+        STEP_TCP,
+    ),
+    FailClass("tcp_rst", "tcp", "rst", "TCP connect was reset or refused", STEP_TCP),
+    FailClass("tcp_other", "tcp", None, "TCP connect failed", STEP_TCP),
+    FailClass(
+        "tls_rst", "tls", "rst", "the TLS handshake with the app's SNI was reset", STEP_TLS_REAL
+    ),
+    FailClass(
+        "tls_sni",
+        "tls",
+        "sni",
+        "the TLS handshake with the app's SNI stalled while a neutral SNI to the same address "
+        "completed",
+        STEP_TLS_REAL,
+    ),
+    FailClass(
+        "tls_other", "tls", None, "the TLS handshake with the app's SNI failed", STEP_TLS_REAL
+    ),
+    # HTTPS rides on TLS: a censor acting after a good handshake acts on the TLS stream.
+    FailClass(
+        "http_rst", "tls", "rst", "the HTTPS GET with the app's SNI was reset", STEP_HTTP_REAL
+    ),
+    FailClass(
+        "http_sni",
+        "tls",
+        "sni",
+        "the HTTPS GET with the app's SNI stalled while the neutral SNI's completed",
+        STEP_HTTP_REAL,
+    ),
+    FailClass("http_other", "tls", None, "the HTTPS GET with the app's SNI failed", STEP_HTTP_REAL),
+)
+CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
+(
+    C_DNS_SPOOF,
+    C_DNS_NXDOMAIN,
+    C_DNS_OTHER,
+    C_TCP_DROP,
+    C_TCP_RST,
+    C_TCP_OTHER,
+    C_TLS_RST,
+    C_TLS_SNI,
+    C_TLS_OTHER,
+    C_HTTP_RST,
+    C_HTTP_SNI,
+    C_HTTP_OTHER,
+) = range(len(FAIL_CLASSES))
+
+# Roles whose failure says the app as a whole is unusable; web endpoints stand in only for apps
+# (and the neutral controls) without signaling endpoints. Call-path roles (relay, reflector,
+# turn) are for the call rules, never for "blocked".
+SIGNALING_ROLES: Final = ("signaling",)
+FALLBACK_ROLES: Final = ("web", "control")
+CALL_ROLES: Final = ("relay", "reflector", "turn")
+CONTROL_APP: Final = "control"
+BASELINE_VANTAGE: Final = "baseline"
+
+
+# --- level 1: per target -------------------------------------------------------------------------
+
+
+def _cat(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes (-1 for NA) and categories of a column, categorised first if it is not already."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        series = series.astype("category")
+    codes = np.asarray(series.cat.codes.to_numpy(), dtype=np.int64)
+    return codes, pd.Index(series.cat.categories.astype(str))
+
+
+def _lookup(codes: np.ndarray, table: Iterable[object], na: object, dtype: type) -> np.ndarray:
+    """Map category codes through a per-category table; code -1 (NA) maps to ``na``."""
+    lut: np.ndarray = np.array([*table, na], dtype=dtype)
+    mapped: np.ndarray = lut[codes]
+    return mapped
+
+
+def _scatter_max(n: int, index: np.ndarray, values: np.ndarray, fill: int) -> np.ndarray:
+    """Per group, the largest value (``fill`` where a group has none): deterministic whatever the
+    row order, even if a step were recorded twice."""
+    out = np.full(n, fill, dtype=np.int64)
+    np.maximum.at(out, index, values)
+    return out
+
+
+def _scatter_fmax(n: int, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.full(n, np.nan)
+    np.fmax.at(out, index, values)
+    return out
+
+
+@dataclass(slots=True)
+class Targets:
+    """The per-target table as arrays (one element per target), plus the category tables that
+    decode its codes."""
+
+    run: np.ndarray
+    app: np.ndarray
+    target: np.ndarray
+    role: np.ndarray
+    """Role names (object array)."""
+    status: np.ndarray
+    fail_class: np.ndarray
+    """Index into FAIL_CLASSES, -1 when the target did not fail."""
+    measurable: np.ndarray
+    """Both HTTPS GETs read enough bytes for their rates to be compared."""
+    ratio: np.ndarray
+    real_bps: np.ndarray
+    neutral_bps: np.ndarray
+    dns_mismatch: np.ndarray
+    """The system resolver answered addresses the other resolvers disagree with."""
+    run_cats: pd.Index
+    app_cats: pd.Index
+    target_cats: pd.Index
+
+    def frame(self) -> pd.DataFrame:
+        """The table for humans: one row per target, strings decoded."""
+        names = np.array([c.name for c in FAIL_CLASSES] + [None], dtype=object)
+        return pd.DataFrame(
+            {
+                "run_id": self.run_cats[self.run].astype(str),
+                "app": self.app_cats[self.app].astype(str),
+                "target_id": self.target_cats[self.target].astype(str),
+                "role": self.role,
+                "status": np.array(TARGET_STATUSES, dtype=object)[self.status],
+                "failure_class": names[self.fail_class],
+                "throughput_real_bps": self.real_bps,
+                "throughput_neutral_bps": self.neutral_bps,
+                "throughput_ratio": self.ratio,
+                "dns_mismatch": self.dns_mismatch,
+            }
+        )
+
+
+def dedup(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per measurement: the same record read from two files (or twice) counts once."""
+    if df["measurement_id"].duplicated().any():
+        return df.drop_duplicates("measurement_id", ignore_index=True)
+    return df
+
+
+def record_steps(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: its step (STEPS index or ABSENT) and its failure kind."""
+    check, check_cats = _cat(df["check"])
+    sni, sni_cats = _cat(df["sni_kind"])
+    neutral = _lookup(sni, (s == "neutral" for s in sni_cats), False, bool)
+    step_real = _lookup(check, (step_of(c, "real") for c in check_cats), ABSENT, np.int64)
+    step_neutral = _lookup(check, (step_of(c, "neutral") for c in check_cats), ABSENT, np.int64)
+    step = np.where(neutral, step_neutral, step_real)
+    failure, failure_cats = _cat(df["failure"])
+    kind = _lookup(failure, (failure_kind(f) for f in failure_cats), OK, np.int64)
+    return step, kind
+
+
+def baseline_failures(frames: Iterable[pd.DataFrame]) -> dict[int, frozenset[str]]:
+    """Per step, the target ids whose step succeeds in fewer than BASELINE_OK_SHARE of the
+    baseline's records (over at least MIN_BASELINE_RUNS runs). A record present in several
+    frames counts once; steps cut by the deadline or the allow-list count neither way."""
+    parts: list[pd.DataFrame] = []
+    for frame in frames:
+        if frame.empty:
+            continue
+        step, kind = record_steps(frame)
+        keep = (step != ABSENT) & ~np.isin(kind, list(NOT_EVIDENCE_KINDS))
+
+        def text(name: str, frame: pd.DataFrame = frame, keep: np.ndarray = keep) -> np.ndarray:
+            values: np.ndarray = np.asarray(frame[name].astype(str).to_numpy(dtype=object))
+            kept: np.ndarray = values[keep]
+            return kept
+
+        parts.append(
+            pd.DataFrame(
+                {
+                    "measurement_id": text("measurement_id"),
+                    "run_id": text("run_id"),
+                    "target_id": text("target_id"),
+                    "step": step[keep],
+                    "ok": kind[keep] == OK,
+                }
+            )
+        )
+    if not parts:
+        return {}
+    pool = pd.concat(parts, ignore_index=True).drop_duplicates("measurement_id")
+    stats = pool.groupby(["target_id", "step"]).agg(
+        share=("ok", "mean"), runs=("run_id", "nunique")
+    )
+    bad = stats[(stats["share"] < BASELINE_OK_SHARE) & (stats["runs"] >= MIN_BASELINE_RUNS)]
+    out: dict[int, set[str]] = {}
+    for target_id, s in bad.index:
+        out.setdefault(int(s), set()).add(str(target_id))
+    return {s: frozenset(ids) for s, ids in out.items()}
+
+
+def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> Targets:
+    """Level 1: each target's status and failure class, from deduplicated records.
+
+    ``baseline_bad`` (from ``baseline_failures``) excludes a failed target of a non-baseline run
+    when the step it failed at fails from the baseline too.
+    """
+    run_all, run_cats = _cat(df["run_id"])
+    app_all, app_cats = _cat(df["app"])
+    tid_all, tid_cats = _cat(df["target_id"])
+    expect, expect_cats = _cat(df["expect"])
+    # Only targets with a known normal answer are evidence; NA counts as unknown.
+    known = _lookup(expect, (e != "unknown" for e in expect_cats), False, bool)
+    rows = np.flatnonzero(known)
+    key = (run_all[rows] * len(app_cats) + app_all[rows]) * max(len(tid_cats), 1) + tid_all[rows]
+    tidx, keys = pd.factorize(key)
+    keys = np.asarray(keys, dtype=np.int64)
+    n = len(keys)
+    t_target = keys % max(len(tid_cats), 1)
+    t_app = (keys // max(len(tid_cats), 1)) % len(app_cats)
+    t_run = keys // max(len(tid_cats), 1) // len(app_cats)
+
+    step_all, kind_all = record_steps(df)
+    step, kind = step_all[rows], kind_all[rows]
+
+    def outcome(s: int) -> np.ndarray:
+        sel = step == s
+        return _scatter_max(n, tidx[sel], kind[sel], ABSENT)
+
+    dns, tcp = outcome(STEP_DNS), outcome(STEP_TCP)
+    tls_real, tls_neutral = outcome(STEP_TLS_REAL), outcome(STEP_TLS_NEUTRAL)
+    http_real, http_neutral = outcome(STEP_HTTP_REAL), outcome(STEP_HTTP_NEUTRAL)
+
+    role_c, role_cats = _cat(df["role"])
+    t_role_code = _scatter_max(n, tidx, role_c[rows], -1)
+    t_role = np.array([*role_cats, ""], dtype=object)[t_role_code]
+    expect_t = np.array([*expect_cats, ""], dtype=object)[_scatter_max(n, tidx, expect[rows], -1)]
+
+    # What the system resolver said, beyond its failure string.
+    is_dns = step == STEP_DNS
+    bogus = df["dns_bogus"].to_numpy(dtype=np.float64, na_value=0.0)[rows]
+    # Every answered address is a bogon: the app has nothing real to connect to. Addresses are
+    # counted only where some are bogus (few rows: string work stays off the hot path).
+    bogus_only = is_dns & (kind == OK) & (bogus > 0)
+    if bogus_only.any():
+        answered = df["dns_addresses"].iloc[rows[bogus_only]].str.split().str.len()
+        bogus_only[bogus_only] = bogus[bogus_only] >= answered.to_numpy(np.float64, na_value=0.0)
+    consistent = df["dns_consistent"].to_numpy(dtype=bool, na_value=True)[rows]
+    mismatch = is_dns & (kind == OK) & ~consistent
+    t_bogus_only = _scatter_max(n, tidx, bogus_only.astype(np.int64), 0) > 0
+    t_mismatch = _scatter_max(n, tidx, mismatch.astype(np.int64), 0) > 0
+
+    # Where the contacted address came from, and whether it is IPv6 (for the no-route case).
+    is_tcp = step == STEP_TCP
+    source, source_cats = _cat(df["address_source"])
+    from_catalog = _lookup(source, (s == "catalog" for s in source_cats), False, bool)[rows]
+    from_system = _lookup(source, (s == "system" for s in source_cats), False, bool)[rows]
+    address, address_cats = _cat(df["address"])
+    ipv6 = _lookup(address, (":" in a for a in address_cats), False, bool)[rows]
+    t_catalog = _scatter_max(n, tidx, (is_tcp & from_catalog).astype(np.int64), 0) > 0
+    t_system = _scatter_max(n, tidx, (is_tcp & from_system).astype(np.int64), 0) > 0
+    t_ipv6 = _scatter_max(n, tidx, (is_tcp & ipv6).astype(np.int64), 0) > 0
+
+    # Throughput of the two GETs, failed ones included: a throttled GET often times out with
+    # its bytes recorded (http_get keeps body figures when a timeout cuts the read).
+    body = df["body_bytes"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+    bps = df["throughput_bps"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+
+    def figure(values: np.ndarray, s: int) -> np.ndarray:
+        sel = step == s
+        return _scatter_fmax(n, tidx[sel], values[sel])
+
+    real_bytes, neutral_bytes = figure(body, STEP_HTTP_REAL), figure(body, STEP_HTTP_NEUTRAL)
+    real_bps, neutral_bps = figure(bps, STEP_HTTP_REAL), figure(bps, STEP_HTTP_NEUTRAL)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        measurable = (
+            (real_bytes >= MIN_THROUGHPUT_BYTES)
+            & (neutral_bytes >= MIN_THROUGHPUT_BYTES)
+            & (real_bps > 0)
+            & (neutral_bps > 0)
+        )
+        ratio = np.where(measurable, real_bps / neutral_bps, np.nan)
+    throttled = measurable & (ratio < THROTTLE_RATIO)
+
+    status, fail_class = _status(
+        expect_t,
+        dns,
+        tcp,
+        tls_real,
+        tls_neutral,
+        http_real,
+        http_neutral,
+        bogus_only=t_bogus_only,
+        mismatch=t_mismatch,
+        from_catalog=t_catalog,
+        from_system=t_system,
+        ipv6=t_ipv6,
+        throttled=throttled,
+    )
+
+    if baseline_bad:
+        vantage, vantage_cats = _cat(df["vantage"])
+        is_base = _lookup(vantage, (v == BASELINE_VANTAGE for v in vantage_cats), False, bool)
+        t_base = _scatter_max(n, tidx, is_base[rows].astype(np.int64), 0) > 0
+        fail_step = np.array([c.step for c in FAIL_CLASSES] + [ABSENT])[fail_class]
+        excluded = np.zeros(n, dtype=bool)
+        for s, ids in baseline_bad.items():
+            bad_target = np.append(tid_cats.isin(list(ids)), False)[t_target]
+            excluded |= bad_target & (fail_step == s)
+        # Baseline runs are judged as they are: they are the reference, not the judged.
+        excluded &= (status == S_FAILED) & ~t_base
+        status = np.where(excluded, S_EXCLUDED, status)
+
+    return Targets(
+        run=t_run,
+        app=t_app,
+        target=t_target,
+        role=t_role,
+        status=status,
+        fail_class=fail_class,
+        measurable=measurable,
+        ratio=ratio,
+        real_bps=real_bps,
+        neutral_bps=neutral_bps,
+        dns_mismatch=t_mismatch,
+        run_cats=run_cats,
+        app_cats=app_cats,
+        target_cats=tid_cats,
+    )
+
+
+def _status(
+    expect: np.ndarray,
+    dns: np.ndarray,
+    tcp: np.ndarray,
+    tls_real: np.ndarray,
+    tls_neutral: np.ndarray,
+    http_real: np.ndarray,
+    http_neutral: np.ndarray,
+    *,
+    bogus_only: np.ndarray,
+    mismatch: np.ndarray,
+    from_catalog: np.ndarray,
+    from_system: np.ndarray,
+    ipv6: np.ndarray,
+    throttled: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A target's status and failure class from its steps' outcomes; first match wins.
+
+    0. A step with no record but a later step recorded counts as having worked.
+
+    1. The system resolver denied the name, answered only bogons, or failed otherwise, and the
+       target has no fixed address: failed at DNS (the app asks the same resolver). A target
+       with a catalog address is judged by its connection instead: the app can use it.
+    2. TCP connect: allow-list / deadline / no record; an IPv6 network-unreachable is the
+       volunteer's missing IPv6 route (no_route); timeout or unreachable is ip_drop; reset or
+       refused is rst; anything else is tcp other. Expect "tcp": done, ok.
+    3. TLS with the real SNI: reset is rst; timeout or EOF while the neutral twin to the same
+       address completed is sni; any other failure is tls other. Expect "tls": done, ok.
+    4. HTTPS GET: real-SNI throughput below THROTTLE_RATIO of the neutral's is throttled (even
+       if the slow GET then timed out); else as TLS, with the neutral GET as the twin.
+    5. A connection that failed to the address the system resolver gave, when the other
+       resolvers disagreed with that answer, is DNS spoofing, not a failure of the real server.
+    """
+
+    def failed(outcome: np.ndarray) -> np.ndarray:
+        mask: np.ndarray = (outcome > OK) & (outcome != INTERRUPTED) & (outcome != NOT_ALLOWED)
+        return mask
+
+    # A later step's record implies the earlier ones worked (a handshake needs a connection).
+    # ringprobe always records every step, but imported data (OONI) may key the steps of one
+    # endpoint apart, or skip the connect.
+    tls_real = np.where((tls_real == ABSENT) & (http_real != ABSENT), OK, tls_real)
+    later = (tls_real != ABSENT) | (tls_neutral != ABSENT)
+    tcp = np.where((tcp == ABSENT) & later, OK, tcp)
+
+    # Step 1: DNS.
+    dns_nx = dns == DNS_DENY
+    dns_spoof = (dns == DNS_BOGON) | ((dns == OK) & bogus_only)
+    dns_failed = (dns_nx | dns_spoof | failed(dns)) & ~from_catalog
+    # A step that never ran because an earlier one was cut: the deciding outcome is the cut.
+    tcp_absent = tcp == ABSENT
+    deep = np.isin(expect, ("tls", "https"))
+    http = expect == "https"
+    tls_ok = tls_real == OK
+
+    def cut(outcome: np.ndarray) -> list[np.ndarray]:
+        return [outcome == NOT_ALLOWED, (outcome == INTERRUPTED) | (outcome == ABSENT)]
+
+    tcp_ok = tcp == OK
+    conditions: list[np.ndarray] = [
+        dns_failed & dns_nx,
+        dns_failed & dns_spoof,
+        dns_failed,
+        tcp_absent & (dns == NOT_ALLOWED),
+        tcp_absent & (dns == INTERRUPTED),
+        tcp_absent,
+        tcp == NOT_ALLOWED,
+        tcp == INTERRUPTED,
+        (tcp == NET_UNREACH) & ipv6,
+        np.isin(tcp, (TIMEOUT, HOST_UNREACH, NET_UNREACH)),
+        np.isin(tcp, (RESET, REFUSED)),
+        ~tcp_ok,
+        ~deep,
+        *cut(tls_real),
+        np.isin(tls_real, (RESET, REFUSED)),
+        np.isin(tls_real, (TIMEOUT, EOF)) & (tls_neutral == OK),
+        ~tls_ok,
+        ~http,
+        throttled,
+        *cut(http_real),
+        np.isin(http_real, (RESET, REFUSED)),
+        np.isin(http_real, (TIMEOUT, EOF)) & (http_neutral == OK),
+        http_real != OK,
+    ]
+    outcomes: list[tuple[int, int]] = [
+        (S_FAILED, C_DNS_NXDOMAIN),
+        (S_FAILED, C_DNS_SPOOF),
+        (S_FAILED, C_DNS_OTHER),
+        (S_NOT_ALLOWED, -1),
+        (S_INTERRUPTED, -1),
+        (S_UNMEASURED, -1),
+        (S_NOT_ALLOWED, -1),
+        (S_INTERRUPTED, -1),
+        (S_NO_ROUTE, -1),
+        (S_FAILED, C_TCP_DROP),
+        (S_FAILED, C_TCP_RST),
+        (S_FAILED, C_TCP_OTHER),
+        (S_OK, -1),
+        (S_NOT_ALLOWED, -1),
+        (S_INTERRUPTED, -1),
+        (S_FAILED, C_TLS_RST),
+        (S_FAILED, C_TLS_SNI),
+        (S_FAILED, C_TLS_OTHER),
+        (S_OK, -1),
+        (S_THROTTLED, -1),
+        (S_NOT_ALLOWED, -1),
+        (S_INTERRUPTED, -1),
+        (S_FAILED, C_HTTP_RST),
+        (S_FAILED, C_HTTP_SNI),
+        (S_FAILED, C_HTTP_OTHER),
+    ]
+    status = np.select(conditions, [s for s, _ in outcomes], default=S_OK)
+    fail_class = np.select(conditions, [c for _, c in outcomes], default=-1)
+    # Step 5: a failed connection to a disputed system answer is the answer's fault.
+    spoofed = (status == S_FAILED) & (fail_class > C_DNS_OTHER) & mismatch & from_system
+    fail_class = np.where(spoofed, C_DNS_SPOOF, fail_class)
+    return status.astype(np.int64), fail_class.astype(np.int64)
+
+
+# --- level 2: per (run, app) ---------------------------------------------------------------------
+
+# The columns app_features returns, with what each means; verdicts() reports them as figures.
+FEATURE_COLUMNS: Final[dict[str, str]] = {
+    "run_id": "the run",
+    "app": "the app",
+    "is_control": "the row is the run's neutral controls",
+    "targets": "endpoints that are evidence (judged roles, a usable result, not excluded)",
+    "targets_failed": "of those, endpoints that failed",
+    "share_failed": "targets_failed / targets (NA without evidence)",
+    "dominant_failure": "the most common failure class among failed endpoints (FAIL_CLASSES)",
+    "dominant_count": "endpoints that failed with the dominant class",
+    "dominant_layer": "layer of the dominant class",
+    "dominant_mechanism": "mechanism of the dominant class (NA: not told)",
+    "targets_interrupted": "judged endpoints whose deciding step the run's deadline cut",
+    "targets_unjudged": "judged endpoints without a usable result (interrupted, not allowed, "
+    "no IPv6 route, not measured)",
+    "excluded_by_baseline": "failed endpoints whose failing step fails from the baseline too",
+    "dns_mismatch": "endpoints whose system-resolver answer the other resolvers disagree with",
+    "throughput_targets": "endpoints whose real and neutral HTTPS GETs can be compared",
+    "targets_throttled": "of those, reachable endpoints with ratio < THROTTLE_RATIO",
+    "targets_fast": "of those, reachable endpoints with ratio >= UNTHROTTLED_RATIO",
+    "throughput_real_bps": "real-SNI GET rate of the endpoint with the lowest ratio",
+    "throughput_neutral_bps": "neutral-SNI GET rate to the same address",
+    "throughput_ratio": "their ratio (the lowest of the app's)",
+    "controls": "the run's neutral control endpoints that are evidence",
+    "controls_failed": "of those, failed",
+    "control_share_failed": "controls_failed / controls (NA without controls)",
+    "probe_cc": "country of the run",
+    "probe_asn": "network of the run",
+    "vantage": "volunteer, baseline, lab or ooni",
+    "start_time": "earliest start of the run's records",
+}
+
+
+def _per_run_min_string(run: np.ndarray, n_runs: int, column: pd.Series) -> np.ndarray:
+    """Per run, the alphabetically first value of a categorical column (order-independent even
+    if a run's records disagreed), NA-free runs first."""
+    codes, cats = _cat(column)
+    order = np.argsort(np.asarray(cats, dtype=object).astype(str), kind="stable")
+    rank = np.empty(len(cats) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(cats))
+    rank[len(cats)] = len(cats)  # NA sorts last
+    best = np.full(n_runs, len(cats), dtype=np.int64)
+    np.minimum.at(best, run, rank[codes])
+    names = np.array([*np.asarray(cats, dtype=object)[order], None], dtype=object)
+    return names[best]
+
+
+def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
+    """Level 2: one row per (run, app) present in ``df`` (deduplicated records), columns as
+    FEATURE_COLUMNS. Rows are in no particular order; verdicts() sorts them."""
+    run_all, run_cats = _cat(df["run_id"])
+    app_all, app_cats = _cat(df["app"])
+    # The same frame made the targets: their codes index these categories.
+    assert run_cats.equals(targets.run_cats)
+    assert app_cats.equals(targets.app_cats)
+    n_apps_cat = max(len(app_cats), 1)
+    _, a_keys = pd.factorize(run_all * n_apps_cat + app_all)
+    a_keys = np.asarray(a_keys, dtype=np.int64)
+    m = len(a_keys)
+    a_run = a_keys // n_apps_cat
+    a_app = a_keys % n_apps_cat
+    app_names = np.asarray(app_cats, dtype=object)[a_app] if m else np.array([], dtype=object)
+    is_control = app_names == CONTROL_APP
+
+    # Which rows each target belongs to.
+    t_key = targets.run * n_apps_cat + targets.app
+    t_row = pd.Index(a_keys).get_indexer(t_key)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(t_row[mask], minlength=m).astype(np.int64)
+
+    status, role = targets.status, targets.role
+    has_signaling = count(np.isin(role, SIGNALING_ROLES)) > 0
+    judged = np.isin(role, SIGNALING_ROLES) | (
+        ~has_signaling[t_row] & np.isin(role, FALLBACK_ROLES)
+    )
+    evidence = judged & np.isin(status, EVIDENCE_STATUSES)
+    failed = judged & (status == S_FAILED)
+    n_targets = count(evidence)
+    n_failed = count(failed)
+    unjudged = np.isin(status, (S_INTERRUPTED, S_NOT_ALLOWED, S_NO_ROUTE, S_UNMEASURED))
+
+    # Dominant failure class: most failed targets; ties go to the earlier class in FAIL_CLASSES.
+    k = len(FAIL_CLASSES)
+    by_class = np.bincount(t_row[failed] * k + targets.fail_class[failed], minlength=m * k).reshape(
+        m, k
+    )
+    dominant = np.where(n_failed > 0, by_class.argmax(axis=1), -1)
+    dominant_count = by_class.max(axis=1, initial=0)
+    classes = [*FAIL_CLASSES]
+    names = np.array([c.name for c in classes] + [None], dtype=object)
+    layers = np.array([c.layer for c in classes] + [None], dtype=object)
+    mechanisms = np.array([c.mechanism for c in classes] + [None], dtype=object)
+
+    # Throughput: all of the app's non-call endpoints, judged or not (WhatsApp's are web ones).
+    served = ~np.isin(role, CALL_ROLES) & np.isin(status, (S_OK, S_THROTTLED))
+    comparable = served & targets.measurable
+    n_comparable = count(comparable)
+    n_throttled = count(served & (status == S_THROTTLED))
+    n_fast = count(comparable & (status == S_OK) & (targets.ratio >= UNTHROTTLED_RATIO))
+    real = np.full(m, np.nan)
+    neutral = np.full(m, np.nan)
+    ratio = np.full(m, np.nan)
+    idx = np.flatnonzero(comparable)
+    if idx.size:
+        # The lowest ratio per row; rate ties broken by the rates, so row order never matters.
+        order = np.lexsort(
+            (targets.neutral_bps[idx], targets.real_bps[idx], targets.ratio[idx], t_row[idx])
+        )
+        picked = idx[order]
+        rows, first = np.unique(t_row[picked], return_index=True)
+        real[rows] = targets.real_bps[picked[first]]
+        neutral[rows] = targets.neutral_bps[picked[first]]
+        ratio[rows] = targets.ratio[picked[first]]
+
+    # The run's neutral controls, on every row of the run.
+    n_runs = len(run_cats)
+    controls = np.zeros(n_runs, dtype=np.int64)
+    controls_failed = np.zeros(n_runs, dtype=np.int64)
+    controls[a_run[is_control]] = n_targets[is_control]
+    controls_failed[a_run[is_control]] = n_failed[is_control]
+
+    # Run metadata, from all of the run's records (informational ones too).
+    start = df["start_time"].to_numpy(dtype="datetime64[ns]").view(np.int64).copy()
+    start[start == np.iinfo(np.int64).min] = np.iinfo(np.int64).max  # NaT never wins the min
+    first_start = np.full(n_runs, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_start, run_all, start)
+    first_start = np.where(
+        first_start == np.iinfo(np.int64).max, np.iinfo(np.int64).min, first_start
+    )
+    meta = {
+        name: _per_run_min_string(run_all, n_runs, df[name])[a_run]
+        for name in ("probe_cc", "probe_asn", "vantage")
+    }
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(n_targets > 0, n_failed / np.maximum(n_targets, 1), np.nan)
+        c_n, c_f = controls[a_run], controls_failed[a_run]
+        control_share = np.where(c_n > 0, c_f / np.maximum(c_n, 1), np.nan)
+    return pd.DataFrame(
+        {
+            "run_id": np.asarray(run_cats, dtype=object)[a_run],
+            "app": app_names,
+            "is_control": is_control,
+            "targets": n_targets,
+            "targets_failed": n_failed,
+            "share_failed": share,
+            "dominant_failure": names[dominant],
+            "dominant_count": dominant_count.astype(np.int64),
+            "dominant_layer": layers[dominant],
+            "dominant_mechanism": mechanisms[dominant],
+            "targets_interrupted": count(judged & (status == S_INTERRUPTED)),
+            "targets_unjudged": count(judged & unjudged),
+            "excluded_by_baseline": count(judged & (status == S_EXCLUDED)),
+            "dns_mismatch": count(targets.dns_mismatch),
+            "throughput_targets": n_comparable,
+            "targets_throttled": n_throttled,
+            "targets_fast": n_fast,
+            "throughput_real_bps": real,
+            "throughput_neutral_bps": neutral,
+            "throughput_ratio": ratio,
+            "controls": c_n,
+            "controls_failed": c_f,
+            "control_share_failed": control_share,
+            **meta,
+            "start_time": pd.to_datetime(first_start[a_run], utc=True),
+        }
+    )
+
+
+__all__ = [
+    "BASELINE_OK_SHARE",
+    "BLOCK_SHARE",
+    "CONTROL_FAIL_SHARE",
+    "FAILURE_KINDS",
+    "FAIL_CLASSES",
+    "FEATURE_COLUMNS",
+    "MIN_BASELINE_RUNS",
+    "MIN_THROUGHPUT_BYTES",
+    "PARTIAL_SHARE",
+    "STEPS",
+    "TARGET_STATUSES",
+    "THROTTLE_RATIO",
+    "UNTHROTTLED_RATIO",
+    "FailClass",
+    "Targets",
+    "app_features",
+    "baseline_failures",
+    "dedup",
+    "failure_kind",
+    "record_steps",
+    "step_of",
+    "target_table",
+]

@@ -1,0 +1,441 @@
+"""The verdict rules: an ordered list of data, evaluated over the feature table; first match wins.
+
+Each ``Rule`` names the verdict, layer and mechanism it gives, a vectorised condition over the
+feature table of ``analysis.features`` (one row per run and app) and a vectorised sentence that
+states the figures behind it. ``apply_rules`` evaluates every condition at once and picks, per row,
+the first rule whose condition holds (``np.select``); the last rule, ``ok``, always holds.
+
+Adding evidence means adding feature columns and rules; the call-path verdicts (calls_blocked,
+calls_throttled, calls_cut) slot in before ``partial_failure``/``ok`` reading relay, reflector and
+call-flow columns, without touching the rules that exist. ``RULES`` is public so a researcher can
+read, in order, what fires::
+
+    for rule in analysis.RULES:
+        print(rule.name, rule.verdict, rule.condition)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from analysis.features import (
+    BLOCK_SHARE,
+    CONTROL_FAIL_SHARE,
+    FAIL_CLASSES,
+    PARTIAL_SHARE,
+    THROTTLE_RATIO,
+    UNTHROTTLED_RATIO,
+)
+
+# METHOD.md's vocabulary, in its order.
+VERDICTS: Final = (
+    "ok",
+    "blocked",
+    "throttled",
+    "calls_blocked",
+    "calls_throttled",
+    "calls_cut",
+    "network_degraded",
+    "inconclusive",
+)
+LAYERS: Final = ("dns", "tcp", "tls", "quic", "udp")
+MECHANISMS: Final = (
+    "dns_spoof",
+    "dns_nxdomain",
+    "ip_drop",
+    "rst",
+    "sni",
+    "stun_fingerprint",
+    "port",
+    "rate_cap",
+    "byte_cutoff",
+    "time_cutoff",
+)
+
+Condition = Callable[[pd.DataFrame], "pd.Series[bool]"]
+Explain = Callable[[pd.DataFrame], "pd.Series[str]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule: when ``when`` holds for a (run, app) row and no earlier rule did, the row gets
+    ``verdict``, ``layer`` and ``mechanism`` (None: NA) and the sentence ``explain`` builds."""
+
+    name: str
+    verdict: str
+    layer: str | None
+    mechanism: str | None
+    when: Condition
+    explain: Explain
+    condition: str
+    """The condition in words, for people reading RULES."""
+
+
+# --- sentence pieces (vectorised: Series of str in, Series of str out) ---------------------------
+
+APP_NAMES: Final = {
+    "whatsapp": "WhatsApp",
+    "telegram": "Telegram",
+    "signal": "Signal",
+    "control": "neutral control",
+}
+_CLASS_TEXT: Final = {c.name: c.text for c in FAIL_CLASSES}
+
+
+def app_name(apps: pd.Series) -> pd.Series:
+    """Display names: WhatsApp, Telegram, Signal; other apps as they are called."""
+    return apps.map(APP_NAMES).fillna(apps).astype(str)
+
+
+def _n(values: pd.Series) -> pd.Series:
+    return values.astype("int64").astype(str)
+
+
+def _kbps(values: pd.Series) -> pd.Series:
+    return (values / 1000).round().astype("int64").astype(str) + " kbit/s"
+
+
+def _when(mask: pd.Series | np.ndarray, text: pd.Series | str, index: pd.Index) -> pd.Series:
+    """``text`` where ``mask`` holds, else the empty string."""
+    values = text.to_numpy(dtype=object) if isinstance(text, pd.Series) else text
+    return pd.Series(np.where(np.asarray(mask, dtype=bool), values, ""), index=index, dtype=object)
+
+
+def _failed_of(f: pd.DataFrame) -> pd.Series:
+    return _n(f["targets_failed"]) + " of " + _n(f["targets"]) + " " + app_name(f["app"])
+
+
+def _dominant(f: pd.DataFrame) -> pd.Series:
+    """The dominant failure in words, with its count when not every failure was of that kind."""
+    text = f["dominant_failure"].map(_CLASS_TEXT).fillna("").astype(str)
+    partial = f["dominant_count"] < f["targets_failed"]
+    share = " (" + _n(f["dominant_count"]) + " of them)"
+    return text + _when(partial, share, f.index)
+
+
+def _controls_answered(f: pd.DataFrame) -> pd.Series:
+    answered = f["controls"] - f["controls_failed"]
+    return _n(answered) + " of " + _n(f["controls"]) + " neutral controls answered"
+
+
+def _explain_interrupted(f: pd.DataFrame) -> pd.Series:
+    return (
+        "no "
+        + app_name(f["app"])
+        + " endpoint could be judged: "
+        + _n(f["targets_interrupted"])
+        + " were cut short by the run's deadline"
+    )
+
+
+def _explain_no_evidence(f: pd.DataFrame) -> pd.Series:
+    unjudged = f["targets_unjudged"] > 0
+    excluded = f["excluded_by_baseline"] > 0
+    return (
+        "no "
+        + app_name(f["app"])
+        + " endpoint could be judged"
+        + _when(
+            unjudged,
+            ": " + _n(f["targets_unjudged"]) + " refused by the allow-list, without an IPv6 "
+            "route or not measured",
+            f.index,
+        )
+        + _when(
+            excluded,
+            np.where(unjudged, "; ", ": ") + _n(f["excluded_by_baseline"]) + " fail from the "
+            "baseline too",
+            f.index,
+        )
+        + _when(~unjudged & ~excluded, ": none has a known normal answer", f.index)
+    )
+
+
+def _explain_control_failed(f: pd.DataFrame) -> pd.Series:
+    return (
+        _n(f["targets_failed"])
+        + " of "
+        + _n(f["targets"])
+        + " neutral controls failed: "
+        + _dominant(f)
+        + "; the network itself is impaired"
+    )
+
+
+def _explain_control_ok(f: pd.DataFrame) -> pd.Series:
+    return (
+        _n(f["targets"] - f["targets_failed"])
+        + " of "
+        + _n(f["targets"])
+        + " neutral controls answered"
+    )
+
+
+def _explain_no_controls(f: pd.DataFrame) -> pd.Series:
+    return (
+        _failed_of(f)
+        + " endpoints failed: "
+        + _dominant(f)
+        + "; the run has no neutral controls to tell the app from the network"
+    )
+
+
+def _explain_degraded(f: pd.DataFrame) -> pd.Series:
+    return (
+        _failed_of(f)
+        + " endpoints failed: "
+        + _dominant(f)
+        + "; so did "
+        + _n(f["controls_failed"])
+        + " of "
+        + _n(f["controls"])
+        + " neutral controls"
+    )
+
+
+def _explain_blocked(f: pd.DataFrame) -> pd.Series:
+    return _failed_of(f) + " endpoints unusable: " + _dominant(f) + "; " + _controls_answered(f)
+
+
+def _explain_partial(f: pd.DataFrame) -> pd.Series:
+    return (
+        _failed_of(f)
+        + " endpoints failed: "
+        + _dominant(f)
+        + f"; a share between {PARTIAL_SHARE:.0%} and {BLOCK_SHARE:.0%} is too mixed to call"
+    )
+
+
+def _throughput(f: pd.DataFrame) -> pd.Series:
+    return (
+        "HTTPS with the app's SNI at "
+        + _kbps(f["throughput_real_bps"])
+        + " vs "
+        + _kbps(f["throughput_neutral_bps"])
+        + " with a neutral SNI to the same address (ratio "
+        + f["throughput_ratio"].round(2).astype(str)
+        + ")"
+    )
+
+
+def _explain_contradicted(f: pd.DataFrame) -> pd.Series:
+    return (
+        _throughput(f)
+        + " on "
+        + _n(f["targets_throttled"])
+        + " "
+        + app_name(f["app"])
+        + " endpoint(s), but "
+        + _n(f["targets_fast"])
+        + " other(s) got at least "
+        + f"{UNTHROTTLED_RATIO:.0%} of the neutral rate"
+    )
+
+
+def _explain_throttled(f: pd.DataFrame) -> pd.Series:
+    return (
+        _throughput(f)
+        + "; "
+        + _n(f["targets_throttled"])
+        + " of "
+        + _n(f["throughput_targets"])
+        + " comparable "
+        + app_name(f["app"])
+        + " endpoints below "
+        + f"{THROTTLE_RATIO:.0%} of the neutral rate"
+    )
+
+
+def _explain_ok(f: pd.DataFrame) -> pd.Series:
+    worked = _n(f["targets"] - f["targets_failed"]) + " of " + _n(f["targets"])
+    return worked + " " + app_name(f["app"]) + " endpoints worked"
+
+
+# --- conditions -----------------------------------------------------------------------------------
+
+
+def _blocked_when(layer: str, mechanism: str | None) -> Condition:
+    def when(f: pd.DataFrame) -> pd.Series[bool]:
+        same_mechanism = (
+            f["dominant_mechanism"].isna()
+            if mechanism is None
+            else f["dominant_mechanism"].eq(mechanism)
+        )
+        return (f["share_failed"] >= BLOCK_SHARE) & f["dominant_layer"].eq(layer) & same_mechanism
+
+    return when
+
+
+def _short(layer: str, mechanism: str | None) -> str:
+    """The mechanism without its layer's prefix: blocked_dns_spoof, not blocked_dns_dns_spoof."""
+    return mechanism.removeprefix(f"{layer}_") if mechanism else "other"
+
+
+def _blocked_rules() -> list[Rule]:
+    """One rule per (layer, mechanism) a failure class can have, in FAIL_CLASSES order."""
+    pairs = list(dict.fromkeys((c.layer, c.mechanism) for c in FAIL_CLASSES))
+    return [
+        Rule(
+            name=f"blocked_{layer}_{_short(layer, mechanism)}",
+            verdict="blocked",
+            layer=layer,
+            mechanism=mechanism,
+            when=_blocked_when(layer, mechanism),
+            explain=_explain_blocked,
+            condition=(
+                f"share_failed >= {BLOCK_SHARE} and the dominant failure is {layer}/"
+                f"{mechanism or 'unclassified'} (controls present and mostly working)"
+            ),
+        )
+        for layer, mechanism in pairs
+    ]
+
+
+RULES: Final[tuple[Rule, ...]] = (
+    Rule(
+        "interrupted",
+        "inconclusive",
+        None,
+        None,
+        lambda f: (f["targets"] == 0) & (f["targets_interrupted"] > 0),
+        _explain_interrupted,
+        "no endpoint is evidence and the run's deadline cut at least one",
+    ),
+    Rule(
+        "no_evidence",
+        "inconclusive",
+        None,
+        None,
+        lambda f: f["targets"] == 0,
+        _explain_no_evidence,
+        "no endpoint is evidence (none with a known answer, not allowed, no route, or excluded "
+        "by the baseline)",
+    ),
+    Rule(
+        "control_failed",
+        "network_degraded",
+        None,
+        None,
+        lambda f: f["is_control"] & (f["share_failed"] >= CONTROL_FAIL_SHARE),
+        _explain_control_failed,
+        f"the neutral controls' own row: share_failed >= {CONTROL_FAIL_SHARE}",
+    ),
+    Rule(
+        "control_ok",
+        "ok",
+        None,
+        None,
+        lambda f: f["is_control"].astype(bool),
+        _explain_control_ok,
+        f"the neutral controls' own row: share_failed < {CONTROL_FAIL_SHARE}",
+    ),
+    Rule(
+        "no_controls",
+        "inconclusive",
+        None,
+        None,
+        lambda f: (f["share_failed"] >= PARTIAL_SHARE) & (f["controls"] == 0),
+        _explain_no_controls,
+        f"share_failed >= {PARTIAL_SHARE} but the run has no neutral control that is evidence",
+    ),
+    Rule(
+        "network_degraded",
+        "network_degraded",
+        None,
+        None,
+        lambda f: (
+            (f["share_failed"] >= PARTIAL_SHARE) & (f["control_share_failed"] >= CONTROL_FAIL_SHARE)
+        ),
+        _explain_degraded,
+        f"share_failed >= {PARTIAL_SHARE} and the run's controls fail too "
+        f"(control_share_failed >= {CONTROL_FAIL_SHARE})",
+    ),
+    *_blocked_rules(),
+    Rule(
+        "partial_failure",
+        "inconclusive",
+        None,
+        None,
+        lambda f: f["share_failed"] >= PARTIAL_SHARE,
+        _explain_partial,
+        f"{PARTIAL_SHARE} <= share_failed < {BLOCK_SHARE}",
+    ),
+    Rule(
+        "throttle_contradicted",
+        "inconclusive",
+        None,
+        None,
+        lambda f: (f["targets_throttled"] > 0) & (f["targets_fast"] > 0),
+        _explain_contradicted,
+        f"an endpoint's real-SNI HTTPS rate < {THROTTLE_RATIO} x the neutral SNI's while "
+        f"another of the app's gets >= {UNTHROTTLED_RATIO} x",
+    ),
+    Rule(
+        "sni_throttled",
+        "throttled",
+        "tls",
+        "sni",
+        lambda f: f["targets_throttled"] > 0,
+        _explain_throttled,
+        f"signaling works (share_failed < {PARTIAL_SHARE}) and an endpoint's real-SNI HTTPS "
+        f"rate < {THROTTLE_RATIO} x the neutral SNI's to the same address (both >= 32 KiB), "
+        "none contradicting",
+    ),
+    Rule(
+        "ok",
+        "ok",
+        None,
+        None,
+        lambda f: pd.Series(True, index=f.index),
+        _explain_ok,
+        "nothing above: signaling works",
+    ),
+)
+RULE_NAMES: Final = tuple(rule.name for rule in RULES)
+
+
+def apply_rules(features: pd.DataFrame, rules: Sequence[Rule] = RULES) -> pd.DataFrame:
+    """Columns verdict, layer, mechanism, rule and evidence for each row of ``features``
+    (same index): the first rule whose condition holds decides."""
+    n = len(features)
+    conditions = [np.asarray(rule.when(features), dtype=bool) for rule in rules]
+    chosen = np.select(conditions, np.arange(len(rules)), default=-1)
+    if n and chosen.min() < 0:
+        raise AssertionError("no rule matched; the last rule must always hold")
+    evidence = np.full(n, "", dtype=object)
+    for i, rule in enumerate(rules):
+        mask = chosen == i
+        if mask.any():
+            evidence[mask] = rule.explain(features[mask]).to_numpy(dtype=object)
+
+    def pick(values: list[str | None]) -> np.ndarray:
+        return np.array([*values, None], dtype=object)[chosen]
+
+    return pd.DataFrame(
+        {
+            "verdict": pick([r.verdict for r in rules]),
+            "layer": pick([r.layer for r in rules]),
+            "mechanism": pick([r.mechanism for r in rules]),
+            "rule": pick([r.name for r in rules]),
+            "evidence": evidence,
+        },
+        index=features.index,
+    )
+
+
+__all__ = [
+    "APP_NAMES",
+    "LAYERS",
+    "MECHANISMS",
+    "RULES",
+    "RULE_NAMES",
+    "VERDICTS",
+    "Rule",
+    "app_name",
+    "apply_rules",
+]
