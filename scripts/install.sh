@@ -4,13 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Python with venv support; the lab's tools join this list as the lab grows.
-APT_PACKAGES=(python3 python3-venv python3-pip ca-certificates)
+# Debian packages: Python with venv support, then the lab's tools (probe/lab/doctor.py lists the
+# same: namespaces and routing, nftables/iptables, and the real servers of the lab's internet;
+# iputils-ping for the lab tests' TTL probes).
+APT_PACKAGES=(python3 python3-venv python3-pip ca-certificates
+  iproute2 procps nftables iptables dnsmasq-base nginx coturn dnsdist ngtcp2-server iputils-ping)
 
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
+    # The lab starts nginx, coturn and dnsdist itself, inside its namespaces; keep the packages'
+    # own services from starting on the host while they install (policy-rc.d, exit 101 = deny).
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+    if [ "$own_policy" -eq 1 ]; then rm -f "$policy"; fi
   else
     echo "install: not root, skipping apt-get (${APT_PACKAGES[*]} must already be installed)" >&2
   fi

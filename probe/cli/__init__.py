@@ -14,6 +14,8 @@ from typing import Any, NoReturn
 import click
 
 from probe import __version__
+from probe.cli import analyze as analyze_cmd
+from probe.cli import lab as lab_cmd
 from probe.cli import run as run_cmd
 from probe.cli import targets as targets_cmd
 from probe.errors import RingprobeError
@@ -74,12 +76,15 @@ def cli() -> None:
     fail?
 
     `ringprobe run` measures (results go to ./ringprobe-results as JSON Lines);
-    `ringprobe targets` shows what a run would contact.
+    `ringprobe analyze` turns records into verdicts; `ringprobe targets` shows what a run
+    would contact.
     """
 
 
 cli.add_command(run_cmd.command)
+cli.add_command(analyze_cmd.command)
 cli.add_command(targets_cmd.command)
+cli.add_command(lab_cmd.command)
 
 
 def main() -> None:

@@ -1,0 +1,44 @@
+"""The lab: an emulated censored network on this machine (shared/LAB.md).
+
+Five network namespaces in a row, ``client ── isp ── tspu ── border ── internet``, routed, IPv4
+and IPv6, documentation addresses only; real servers in ``internet`` (dnsmasq, nginx, coturn,
+dnsdist for DoH, ngtcp2 for HTTP/3); the tspu's ``table inet tspu`` holds the named sets that
+scenario rules match. Nothing leaves the machine and no interface of the lab exists in the root
+namespace. Needs root on Linux (``ringprobe lab doctor``).
+
+    lab = Lab("mine")
+    lab.up()                      # about a second; idempotent
+    lab.add_rule("ip daddr @tg_dc drop")
+    lab.run_probe(Path("out"), ["--apps", "telegram"])
+    lab.down()                    # every process by pid, every namespace, every file
+
+Modules: ``plan`` (addresses, sets, listeners, lab catalog; pure), ``topology`` (namespaces,
+links, routes), ``servers`` (server configuration), ``pki`` (the lab CA), ``procs`` (processes
+by pid, listening sockets), ``state`` (the state directory), ``doctor`` (prerequisites),
+``lab`` (the ``Lab`` class). Exceptions: see ``probe.lab.errors``.
+"""
+
+from __future__ import annotations
+
+from .errors import LabError, LabNameError, LabSetupError, LabUnavailable
+from .lab import DEFAULT_NAME, DownResult, Lab, LabStatus, UpResult, prefix_for
+from .plan import LAB_RANGES, NAMESPACES, SETS, Plan, build_plan, hop_address
+
+__all__ = [
+    "DEFAULT_NAME",
+    "LAB_RANGES",
+    "NAMESPACES",
+    "SETS",
+    "DownResult",
+    "Lab",
+    "LabError",
+    "LabNameError",
+    "LabSetupError",
+    "LabStatus",
+    "LabUnavailable",
+    "Plan",
+    "UpResult",
+    "build_plan",
+    "hop_address",
+    "prefix_for",
+]

@@ -1,0 +1,384 @@
+"""The real servers of the internet namespace: their configuration files (rendering is pure) and
+the command lines ``up`` starts.
+
+=============  ============  ===================================================================
+server         program       role
+=============  ============  ===================================================================
+resolver       dnsmasq       the client's resolver (``dns`` set); scenario DNS overrides rewrite
+                             its hosts file, then SIGHUP (dnsmasq(8): re-reads --addn-hosts)
+honest-dns     dnsmasq       the same names, never overridden, on the namespace's 127.0.0.1;
+                             only the DoH server asks it, so DoH keeps the truth when the plain
+                             resolver lies (what the probe's resolver comparison looks for)
+doh            dnsdist       DNS-over-HTTPS (RFC 8484) on the DoH address, in front of honest-dns
+web            nginx         HTTPS per host (own address, own certificate, HTTP/1.1 and h2;
+                             ``/`` small, ``/large`` 2 MiB, any other path serves ``/``) and plain
+                             TCP listeners that accept and wait for the TCP-only endpoints
+quic-<addr>    gtlsserver    HTTP/3 on UDP 443 of each web site (ngtcp2's example server, one
+                             process per address: it serves one certificate)
+turn-<port>    turnserver    STUN/TURN (coturn) on the relay addresses; one process per port and
+                             realm (Telegram's answers 401 with realm telegram.org)
+=============  ============  ===================================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from .errors import LabError
+from .pki import Authority, KeyPair, issue
+from .plan import DOH_PATH, Listener, Plan
+from .procs import Socket
+
+HONEST_DNS: Final = "127.0.0.1"
+LARGE_BYTES: Final = 2 * 1024 * 1024
+INDEX_TEXT: Final = "ringprobe lab\n"
+# coturn needs a user to run its long-term credential mechanism (RFC 8489 §9.2), which is what
+# makes an unauthenticated Allocate get its 401 + realm; nobody in the lab logs in with it.
+TURN_USER: Final = "ringprobe:ringprobe-lab"
+NXDOMAIN: Final = "nxdomain"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """A server to start in the internet namespace."""
+
+    name: str
+    argv: tuple[str, ...]
+    sockets: frozenset[Socket]
+    """What listens once it is ready."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Paths inside a lab's state directory."""
+
+    root: Path
+
+    @property
+    def certs(self) -> Path:
+        return self.root / "certs"
+
+    @property
+    def www(self) -> Path:
+        return self.root / "www"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def hosts(self) -> Path:
+        """The resolver's hosts file (overrides applied)."""
+        return self.conf / "hosts"
+
+    @property
+    def honest_hosts(self) -> Path:
+        return self.conf / "hosts-honest"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def make(self) -> None:
+        for path in (self.root, self.certs, self.www, self.logs, self.conf, self.conf / "nginx"):
+            path.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+# --- DNS ----------------------------------------------------------------------------------------
+
+
+def normalize_name(name: str) -> str:
+    text = name.strip().lower().rstrip(".")
+    if not text or any(c.isspace() for c in text):
+        raise LabError(f"DNS override: {name!r} is not a host name")
+    return text
+
+
+def parse_override(value: str) -> str:
+    """A DNS override's answer: ``nxdomain`` or an IP address (``0.0.0.0`` included)."""
+    text = value.strip()
+    if text.lower() == NXDOMAIN:
+        return NXDOMAIN
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise LabError(
+            f"DNS override {value!r}: give an IP address (e.g. 0.0.0.0) or 'nxdomain'"
+        ) from None
+
+
+def render_hosts(names: Mapping[str, Iterable[str]], overrides: Mapping[str, str]) -> str:
+    """A hosts file: each name with its lab addresses, or what an override says instead (an
+    address alone; ``nxdomain``: the name is left out, and the resolver's ``local=/#/`` makes
+    every name it does not hold NXDOMAIN)."""
+    lines = ["# ringprobe lab resolver: name -> lab address (overrides applied)"]
+    merged: dict[str, tuple[str, ...]] = {n: tuple(a) for n, a in names.items()}
+    for name, answer in overrides.items():
+        merged[name] = () if answer == NXDOMAIN else (answer,)
+    for name, addresses in merged.items():
+        lines += [f"{address} {name}" for address in addresses]
+    return "\n".join(lines) + "\n"
+
+
+def render_dnsmasq(listen: Iterable[str], hosts: Path, log: Path, *, log_queries: bool) -> str:
+    lines = [
+        "# dnsmasq for the ringprobe lab (written by `ringprobe lab up`)",
+        "no-resolv",  # no upstream: the lab has no internet
+        "no-hosts",  # not the machine's /etc/hosts
+        f"addn-hosts={hosts}",  # re-read on SIGHUP (dnsmasq(8))
+        "local=/#/",  # every name the hosts file lacks is NXDOMAIN, not REFUSED
+        f"listen-address={','.join(listen)}",
+        "bind-interfaces",  # bind each address, so two dnsmasq share the namespace
+        "local-ttl=300",
+        f"log-facility={log}",
+        "pid-file=",  # no pid file: the lab records the pid itself
+        "user=root",  # reads the state directory's files after SIGHUP
+    ]
+    if log_queries:
+        lines.append("log-queries")
+    return "\n".join(lines) + "\n"
+
+
+# --- HTTPS and TCP (nginx) -------------------------------------------------------------------
+
+
+def _listen(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def render_nginx(
+    listeners: Iterable[Listener], certs: Mapping[str, KeyPair], layout: Layout
+) -> str:
+    """One server block per HTTPS host (default server of its own addresses, so a neutral SNI
+    gets the same site) and one for every plain TCP listener."""
+    listeners = list(listeners)
+    tmp = layout.conf / "nginx"
+    out = [
+        "# nginx for the ringprobe lab (written by `ringprobe lab up`)",
+        "daemon off;",
+        "master_process off;  # one process, so the recorded pid is the whole server",
+        f"pid {tmp / 'nginx.pid'};",
+        f"error_log {layout.log('nginx-error')} warn;",
+        "worker_rlimit_nofile 8192;",
+        "events { worker_connections 4096; }",
+        "http {",
+        f"    access_log {layout.log('nginx-access')};",
+        *(f"    {kind}_temp_path {tmp / kind};" for kind in _NGINX_TEMPS),
+        "    types { text/html html; }",
+        "    default_type application/octet-stream;",
+        "    server_tokens off;",
+        "    keepalive_timeout 10s;",
+        "    client_header_timeout 30s;",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        f"    root {layout.www};",
+    ]
+    plain = [x for x in listeners if x.kind == "tcp"]
+    if plain:
+        out.append("    server {  # TCP-only endpoints: accept, answer HTTP if asked")
+        out += [f"        listen {_listen(x.address, x.port)} default_server;" for x in plain]
+        out += [_LOCATION, "    }"]
+    sites: dict[str, list[Listener]] = {}
+    for listener in listeners:
+        if listener.kind == "https" and listener.host is not None:
+            sites.setdefault(listener.host, []).append(listener)
+    for host, own in sites.items():
+        pair = certs[host]
+        out.append("    server {")
+        out += [
+            f"        listen {_listen(x.address, x.port)} ssl http2 default_server;" for x in own
+        ]
+        out += [
+            f"        server_name {host};",
+            f"        ssl_certificate {pair.cert};",
+            f"        ssl_certificate_key {pair.key};",
+            _LOCATION,
+            "    }",
+        ]
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+_NGINX_TEMPS: Final = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+# Any path serves the small page, /large the large object (nginx: try_files).
+_LOCATION: Final = "        location / { try_files $uri /index.html; }"
+
+
+# --- DNS-over-HTTPS (dnsdist) ------------------------------------------------------------------
+
+
+def _lua(text: str) -> str:
+    return json.dumps(text)  # a JSON string of printable ASCII is a valid Lua string literal
+
+
+def render_dnsdist(addresses: Iterable[str], pair: KeyPair, upstream: str) -> str:
+    lines = [
+        "-- dnsdist for the ringprobe lab (written by `ringprobe lab up`)",
+        'setSecurityPollSuffix("")  -- no security-status lookups: they would try to leave the lab',
+        'setACL({"0.0.0.0/0", "::/0"})  -- the default ACL admits only private ranges',
+        f'newServer({{address={_lua(upstream + ":53")}, name="honest"}})',
+    ]
+    for address in addresses:
+        lines.append(
+            f"addDOHLocal({_lua(_listen(address, 443))}, {_lua(str(pair.cert))}, "
+            f"{_lua(str(pair.key))}, {_lua(DOH_PATH)})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --- everything ------------------------------------------------------------------------------
+
+
+def expected_sockets(plan: Plan) -> dict[str, frozenset[Socket]]:
+    """Server name -> the sockets it listens on when ready (what ``status`` checks)."""
+    by_kind: dict[str, set[Socket]] = {}
+    result: dict[str, frozenset[Socket]] = {}
+    for x in plan.listeners:
+        socket = (x.transport, x.address, x.port)
+        if x.kind == "quic":
+            result[f"quic-{x.address}"] = frozenset({socket})
+        elif x.kind == "stun":
+            by_kind.setdefault(f"turn-{x.port}", set()).add(socket)
+        else:
+            name = {"tcp": "web", "https": "web", "doh": "doh", "dns": "resolver"}[x.kind]
+            by_kind.setdefault(name, set()).add(socket)
+    by_kind["honest-dns"] = {("udp", HONEST_DNS, 53), ("tcp", HONEST_DNS, 53)}
+    result.update({name: frozenset(sockets) for name, sockets in by_kind.items()})
+    return result
+
+
+def prepare(
+    plan: Plan,
+    layout: Layout,
+    tools: Mapping[str, str],
+    authority: Authority,
+    overrides: Mapping[str, str],
+) -> list[ServerSpec]:
+    """Write every server's files (certificates, configuration, content) and return what to
+    start. Nothing is started here."""
+    layout.make()
+    wanted = expected_sockets(plan)
+    names = plan.names()
+
+    # Content: a small page and a large object for throughput (random: nothing compresses it).
+    (layout.www / "index.html").write_text(INDEX_TEXT)
+    (layout.www / "large").write_bytes(os.urandom(LARGE_BYTES))
+
+    certs: dict[str, KeyPair] = {}
+    for x in plan.listeners:
+        if x.host is not None and x.host not in certs:
+            # The DoH server is also reached by address (https://<address>/dns-query).
+            ips = plan.doh.addresses() if x.kind == "doh" else ()
+            certs[x.host] = issue(
+                authority,
+                [x.host],
+                ips,
+                layout.certs / f"{x.host}.pem",
+                layout.certs / f"{x.host}.key",
+            )
+
+    specs: list[ServerSpec] = []
+
+    layout.hosts.write_text(render_hosts(names, overrides))
+    layout.honest_hosts.write_text(render_hosts(names, {}))
+    resolver_conf = layout.conf / "dnsmasq.conf"
+    resolver_conf.write_text(
+        render_dnsmasq(
+            plan.resolver.addresses(), layout.hosts, layout.log("resolver"), log_queries=True
+        )
+    )
+    honest_conf = layout.conf / "dnsmasq-honest.conf"
+    honest_conf.write_text(
+        render_dnsmasq(
+            [HONEST_DNS], layout.honest_hosts, layout.log("honest-dns"), log_queries=False
+        )
+    )
+    dnsmasq = tools["dnsmasq"]
+    specs.append(
+        ServerSpec(
+            "honest-dns", (dnsmasq, "-k", f"--conf-file={honest_conf}"), wanted["honest-dns"]
+        )
+    )
+    specs.append(
+        ServerSpec("resolver", (dnsmasq, "-k", f"--conf-file={resolver_conf}"), wanted["resolver"])
+    )
+
+    nginx_conf = layout.conf / "nginx.conf"
+    nginx_conf.write_text(render_nginx(plan.listeners, certs, layout))
+    specs.append(
+        ServerSpec(
+            "web",
+            (
+                tools["nginx"],
+                "-p",
+                str(layout.conf / "nginx"),
+                "-c",
+                str(nginx_conf),
+                "-e",
+                str(layout.log("nginx-error")),
+            ),
+            wanted["web"],
+        )
+    )
+
+    doh_conf = layout.conf / "dnsdist.conf"
+    doh_conf.write_text(render_dnsdist(plan.doh.addresses(), certs[plan.doh.label], HONEST_DNS))
+    specs.append(
+        ServerSpec(
+            "doh",
+            (tools["dnsdist"], "--supervised", "--disable-syslog", "-C", str(doh_conf)),
+            wanted["doh"],
+        )
+    )
+
+    for x in plan.listeners:
+        if x.kind == "quic" and x.host is not None:
+            pair = certs[x.host]
+            name = f"quic-{x.address}"
+            quic = (tools["gtlsserver"], "-q", "-d", str(layout.www), x.address, str(x.port))
+            specs.append(ServerSpec(name, (*quic, str(pair.key), str(pair.cert)), wanted[name]))
+
+    turn: dict[tuple[int, str], list[str]] = {}
+    for x in plan.listeners:
+        if x.kind == "stun":
+            turn.setdefault((x.port, x.realm or ""), []).append(x.address)
+    ports = [port for port, _realm in turn]
+    if len(ports) != len(set(ports)):
+        raise LabError("the lab plan gives one TURN port two realms; coturn serves one per port")
+    for (port, realm), addresses in turn.items():
+        name = f"turn-{port}"
+        argv = [
+            tools["turnserver"],
+            "-n",  # no configuration file: not /etc/turnserver.conf
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--no-tcp",
+            "--no-rfc5780",  # else it also opens port+1 when given two addresses
+            *(arg for address in addresses for arg in ("-L", address)),
+            "-p",
+            str(port),
+            "-a",
+            "-u",
+            TURN_USER,
+            "-r",
+            realm,
+            "--userdb",
+            str(layout.conf / f"{name}.db"),
+            "--pidfile",
+            str(layout.conf / f"{name}.pid"),
+            "--log-file",
+            str(layout.log(name)),
+            "--simple-log",
+            "--no-stdout-log",
+        ]
+        specs.append(ServerSpec(name, tuple(argv), wanted[name]))
+    return specs
