@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -139,7 +138,7 @@ def main() -> None:
             catalog = Path(tmp) / "bench.toml"
             write_catalog(catalog, endpoints)
             wall, summary = run_probe(catalog, Path(tmp) / "full", args.timeout, args.concurrency)
-            rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            rss = summary["peak_rss_mb"]
             apps = summary["apps"]
             print(
                 f"endpoints: {args.endpoints} ({args.endpoints // 2} silently dropping), "
@@ -151,7 +150,10 @@ def main() -> None:
                 f"(process {wall:.2f} s with start-up); "
                 f"records {summary['records']}, failures {summary['failures']}; {apps}"
             )
-            print(f"peak RSS of the probe process: {rss_mb:.1f} MB")
+            print(
+                f"peak RSS: measuring process {rss['probe']:.1f} MB; "
+                f"the closing analysis (child process) {rss['analysis']:.1f} MB"
+            )
             if not args.skip_serial:
                 serial, _ = run_probe(catalog, Path(tmp) / "serial", args.timeout, 1)
                 print(

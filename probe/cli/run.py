@@ -310,10 +310,22 @@ def _verdicts(result: RunResult) -> list[dict[str, Any]] | str:
     return rows
 
 
+def _peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this (measuring) process and of the analysis child, in MB."""
+    import resource
+
+    kib = 1024.0  # Linux reports ru_maxrss in KiB
+    return {
+        "probe": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, 1),
+        "analysis": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib, 1),
+    }
+
+
 def _summary_json(result: RunResult, verdicts: list[dict[str, Any]] | str) -> dict[str, Any]:
     summary = result.manifest()
     summary["records_path"] = str(result.records_path)
     summary["manifest_path"] = str(result.manifest_path)
+    summary["peak_rss_mb"] = _peak_rss_mb()
     summary["apps"] = {
         app: {"checks": v["checks"], "failed": dict(v["failed"])}
         for app, v in _per_app(result).items()
