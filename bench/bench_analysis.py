@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,9 @@ if str(ROOT) not in sys.path:
 
 from probe.model import Failure, Target  # noqa: E402 - after the path fix for direct runs
 from probe.targets import builtin_catalog  # noqa: E402
+from tests.recordsets import BODY, Fate  # noqa: E402 - the tests' model of a target's fate
 
 CATALOG: tuple[Target, ...] = tuple(builtin_catalog().targets)
-BODY = 256 * 1024
-FAST_BPS = 8_000_000.0
 NEUTRAL_SNI = "example.org"
 EPOCH = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS = 60
@@ -59,23 +58,6 @@ STALE: dict[str, dict[str, Any]] = {
 
 
 # --- fates: what the network does to each target -------------------------------------------------
-
-
-@dataclass(slots=True)
-class Fate:
-    dns: str | None = None
-    dns_bogus: bool = False
-    dns_mismatch: bool = False
-    tcp: str | None = None
-    tls_real: str | None = None
-    tls_neutral: str | None = None
-    http_real: str | None = None
-    http_neutral: str | None = None
-    real_bps: float = FAST_BPS
-    neutral_bps: float = FAST_BPS
-    real_bytes: int = BODY
-    neutral_bytes: int = BODY
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 FateFor = Callable[[Target, random.Random], Fate]
