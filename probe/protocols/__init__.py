@@ -10,6 +10,10 @@ Modules:
     mtproto       unencrypted MTProto messages: ``req_pq_multi`` and ``resPQ``
     whatsapp      WhatsApp chat prologue: edge-routing prefix, ``WA`` header, the Noise XX first
                   message, and the server's first (ServerHello) frame
+    stun          RFC 5389 / 5766 STUN: Binding, Allocate, WhatsApp's 0x0801 ping / 0x0802 pong,
+                  XOR-MAPPED-ADDRESS, ERROR-CODE, REALM, FINGERPRINT
+    tgcalls       Telegram reflector: the 40-byte hello, the reflector's reply, data packets
+    rtp           RTP v2 with the one-byte header extension (RFC 3550, RFC 8285)
 
 Every decoder accepts any bytes and either returns a parse or raises the module's error, never
 anything else (the tests fuzz each one). The errors carry a stable ``failure`` string for records:
@@ -17,7 +21,10 @@ anything else (the tests fuzz each one). The errors carry a stable ``failure`` s
     ValueError
     └── DecodeError        bytes that are not the protocol expected; ``.failure`` names how
         ├── MTProtoError   (probe.protocols.mtproto) ``.code`` holds a transport error's code
-        └── WhatsAppError  (probe.protocols.whatsapp)
+        ├── WhatsAppError  (probe.protocols.whatsapp)
+        ├── StunError      (probe.protocols.stun)
+        ├── ReflectorError (probe.protocols.tgcalls)
+        └── RtpError       (probe.protocols.rtp)
 
 A check translates them at its boundary: ``raise ProtocolError(exc.failure, str(exc)) from exc``.
 Programming errors (an encoder given a value it cannot encode) raise plain ValueError.
