@@ -43,12 +43,26 @@ CONTROL_FAIL_SHARE: Final = 0.5
 # Real-SNI throughput below this fraction of the neutral SNI's to the same address is policing:
 # Censored Planet's 2021 Twitter throttling cut rates far below half (IMC 2021).
 THROTTLE_RATIO: Final = 0.5
+# ... and below this rate in absolute terms. Field policing is far slower (Twitter 2021: 130-150
+# kbit/s); on a fast path the ratio of the two concurrent 256 KiB GETs, which finish within
+# milliseconds, is scheduling noise: the lab's open network gave ratios down to 0.2 at 17-30
+# Mbit/s. 1 Mbit/s keeps a margin of ~7 over the reported rates.
+THROTTLE_MAX_BPS: Final = 1_000_000
 # A target served at least this fraction of the neutral rate contradicts a throttling claim;
 # between the two ratios a target is noise, neither evidence nor contradiction.
 UNTHROTTLED_RATIO: Final = 0.8
 # Bytes both GETs must have read before their rates are compared: below this, TCP slow start and
 # buffering dominate the rate (the first 14-34 KB of a flow also pass Russia's "TCP 16-20" cut).
 MIN_THROUGHPUT_BYTES: Final = 32 * 1024
+# A GET that stalls after a partial body of at most this many bytes, with the app's and a neutral
+# SNI alike, was stopped by a byte counter on the path: Russia's "TCP 16-20" froze connections to
+# foreign hosting after ~14-34 KB (METHOD.md). Twice the top of that range leaves room for where
+# the cut lands in the body (the handshake's bytes count towards it too).
+CUTOFF_MAX_BYTES: Final = 64 * 1024
+# ... and the bytes before the stall came at least this fast (or in one read, no rate measured):
+# a cut-off delivers at the path's rate and then nothing, where an address-wide rate cap
+# delivers slowly until the timeout. Any broadband or 4G link is faster than this.
+CUTOFF_MIN_BPS: Final = 1_000_000
 # A check succeeding in fewer than this share of baseline records normally fails from uncensored
 # vantage points too, so its failure elsewhere is not evidence.
 BASELINE_OK_SHARE: Final = 0.5
@@ -226,6 +240,14 @@ FAIL_CLASSES: Final = (
         "the HTTPS GET with the app's SNI stalled while the neutral SNI's completed",
         STEP_HTTP_REAL,
     ),
+    # A byte counter acts below TLS, on every connection to the address whatever its SNI.
+    FailClass(
+        "http_cutoff",
+        "tcp",
+        "byte_cutoff",
+        "the HTTPS GETs with the app's and a neutral SNI both stalled after a few KB of body",
+        STEP_HTTP_REAL,
+    ),
     FailClass("http_other", "tls", None, "the HTTPS GET with the app's SNI failed", STEP_HTTP_REAL),
 )
 CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
@@ -241,6 +263,7 @@ CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
     C_TLS_OTHER,
     C_HTTP_RST,
     C_HTTP_SNI,
+    C_HTTP_CUTOFF,
     C_HTTP_OTHER,
 ) = range(len(FAIL_CLASSES))
 
@@ -304,6 +327,11 @@ class Targets:
     ratio: np.ndarray
     real_bps: np.ndarray
     neutral_bps: np.ndarray
+    bulk: np.ndarray
+    """The target's checks move more than a handshake (expect https: a GET of up to 256 KiB),
+    so a byte cut-off can show on it."""
+    cutoff_bytes: np.ndarray
+    """Body bytes read before both GETs stalled (the larger of the two), NaN unless cut."""
     dns_mismatch: np.ndarray
     """The system resolver answered addresses the other resolvers disagree with."""
     run_cats: pd.Index
@@ -324,6 +352,7 @@ class Targets:
                 "throughput_real_bps": self.real_bps,
                 "throughput_neutral_bps": self.neutral_bps,
                 "throughput_ratio": self.ratio,
+                "cutoff_bytes": self.cutoff_bytes,
                 "dns_mismatch": self.dns_mismatch,
             }
         )
@@ -470,7 +499,17 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
             & (neutral_bps > 0)
         )
         ratio = np.where(measurable, real_bps / neutral_bps, np.nan)
-    throttled = measurable & (ratio < THROTTLE_RATIO)
+    throttled = measurable & (ratio < THROTTLE_RATIO) & (real_bps < THROTTLE_MAX_BPS)
+
+    def stalled_early(size: np.ndarray, rate: np.ndarray) -> np.ndarray:
+        # NaN compares False: a GET without body figures never counts as cut.
+        fast = np.isnan(rate) | (rate >= CUTOFF_MIN_BPS)
+        early: np.ndarray = (size > 0) & (size <= CUTOFF_MAX_BYTES) & fast
+        return early
+
+    # Both GETs to the address got a few KB quickly, then nothing: a byte cut-off if both then
+    # timed out (_status checks the failures).
+    stalled = stalled_early(real_bytes, real_bps) & stalled_early(neutral_bytes, neutral_bps)
 
     status, fail_class = _status(
         expect_t,
@@ -486,6 +525,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
         from_system=t_system,
         ipv6=t_ipv6,
         throttled=throttled,
+        stalled=stalled,
     )
 
     if baseline_bad:
@@ -512,6 +552,10 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
         ratio=ratio,
         real_bps=real_bps,
         neutral_bps=neutral_bps,
+        bulk=expect_t == "https",
+        cutoff_bytes=np.where(
+            fail_class == C_HTTP_CUTOFF, np.fmax(real_bytes, neutral_bytes), np.nan
+        ),
         dns_mismatch=t_mismatch,
         run_cats=run_cats,
         app_cats=app_cats,
@@ -534,6 +578,7 @@ def _status(
     from_system: np.ndarray,
     ipv6: np.ndarray,
     throttled: np.ndarray,
+    stalled: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A target's status and failure class from its steps' outcomes; first match wins.
 
@@ -547,8 +592,11 @@ def _status(
        refused is rst; anything else is tcp other. Expect "tcp": done, ok.
     3. TLS with the real SNI: reset is rst; timeout or EOF while the neutral twin to the same
        address completed is sni; any other failure is tls other. Expect "tls": done, ok.
-    4. HTTPS GET: real-SNI throughput below THROTTLE_RATIO of the neutral's is throttled (even
-       if the slow GET then timed out); else as TLS, with the neutral GET as the twin.
+    4. HTTPS GET: real-SNI throughput below THROTTLE_RATIO of the neutral's and below
+       THROTTLE_MAX_BPS is throttled (even if the slow GET then timed out); else as TLS, with
+       the neutral GET as the twin, except that both GETs timing out after a partial body of
+       at most CUTOFF_MAX_BYTES that came fast (``stalled``) is a byte cut-off (tcp,
+       byte_cutoff): the same stall whatever the SNI.
     5. A connection that failed to the address the system resolver gave, when the other
        resolvers disagreed with that answer, is DNS spoofing, not a failure of the real server.
     """
@@ -601,6 +649,7 @@ def _status(
         *cut(http_real),
         np.isin(http_real, (RESET, REFUSED)),
         np.isin(http_real, (TIMEOUT, EOF)) & (http_neutral == OK),
+        (http_real == TIMEOUT) & (http_neutral == TIMEOUT) & stalled,
         http_real != OK,
     ]
     outcomes: list[tuple[int, int]] = [
@@ -628,6 +677,7 @@ def _status(
         (S_INTERRUPTED, -1),
         (S_FAILED, C_HTTP_RST),
         (S_FAILED, C_HTTP_SNI),
+        (S_FAILED, C_HTTP_CUTOFF),
         (S_FAILED, C_HTTP_OTHER),
     ]
     status = np.select(conditions, [s for s, _ in outcomes], default=S_OK)
@@ -658,11 +708,16 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     "excluded_by_baseline": "failed endpoints whose failing step fails from the baseline too",
     "dns_mismatch": "endpoints whose system-resolver answer the other resolvers disagree with",
     "throughput_targets": "endpoints whose real and neutral HTTPS GETs can be compared",
-    "targets_throttled": "of those, reachable endpoints with ratio < THROTTLE_RATIO",
+    "targets_throttled": "of those, reachable endpoints with ratio < THROTTLE_RATIO and a "
+    "real-SNI rate < THROTTLE_MAX_BPS",
     "targets_fast": "of those, reachable endpoints with ratio >= UNTHROTTLED_RATIO",
     "throughput_real_bps": "real-SNI GET rate of the endpoint with the lowest ratio",
     "throughput_neutral_bps": "neutral-SNI GET rate to the same address",
     "throughput_ratio": "their ratio (the lowest of the app's)",
+    "bulk_targets": "judged endpoints that are evidence and move more than a handshake (HTTPS "
+    "GETs), the ones a byte cut-off can show on",
+    "targets_cut": "judged endpoints whose GETs both stalled after a few KB (http_cutoff)",
+    "cutoff_bytes": "the most body bytes a cut endpoint's GET read before it stalled (NA: none)",
     "controls": "the run's neutral control endpoints that are evidence",
     "controls_failed": "of those, failed",
     "control_share_failed": "controls_failed / controls (NA without controls)",
@@ -755,6 +810,12 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         neutral[rows] = targets.neutral_bps[picked[first]]
         ratio[rows] = targets.ratio[picked[first]]
 
+    # Byte cut-off: counted over the endpoints that move enough bytes to show one.
+    n_bulk = count(evidence & targets.bulk)
+    is_cut = failed & (targets.fail_class == C_HTTP_CUTOFF)
+    cutoff_bytes = np.full(m, np.nan)
+    np.fmax.at(cutoff_bytes, t_row[is_cut], targets.cutoff_bytes[is_cut])
+
     # The run's neutral controls, on every row of the run.
     n_runs = len(run_cats)
     controls = np.zeros(n_runs, dtype=np.int64)
@@ -801,6 +862,9 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
             "throughput_real_bps": real,
             "throughput_neutral_bps": neutral,
             "throughput_ratio": ratio,
+            "bulk_targets": n_bulk,
+            "targets_cut": count(is_cut),
+            "cutoff_bytes": cutoff_bytes,
             "controls": c_n,
             "controls_failed": c_f,
             "control_share_failed": control_share,
@@ -814,6 +878,8 @@ __all__ = [
     "BASELINE_OK_SHARE",
     "BLOCK_SHARE",
     "CONTROL_FAIL_SHARE",
+    "CUTOFF_MAX_BYTES",
+    "CUTOFF_MIN_BPS",
     "FAILURE_KINDS",
     "FAIL_CLASSES",
     "FEATURE_COLUMNS",
@@ -822,6 +888,7 @@ __all__ = [
     "PARTIAL_SHARE",
     "STEPS",
     "TARGET_STATUSES",
+    "THROTTLE_MAX_BPS",
     "THROTTLE_RATIO",
     "UNTHROTTLED_RATIO",
     "FailClass",

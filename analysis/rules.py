@@ -26,8 +26,10 @@ import pandas as pd
 from analysis.features import (
     BLOCK_SHARE,
     CONTROL_FAIL_SHARE,
+    CUTOFF_MAX_BYTES,
     FAIL_CLASSES,
     PARTIAL_SHARE,
+    THROTTLE_MAX_BPS,
     THROTTLE_RATIO,
     UNTHROTTLED_RATIO,
 )
@@ -247,7 +249,32 @@ def _explain_throttled(f: pd.DataFrame) -> pd.Series:
         + " comparable "
         + app_name(f["app"])
         + " endpoints below "
-        + f"{THROTTLE_RATIO:.0%} of the neutral rate"
+        + f"{THROTTLE_RATIO:.0%} of the neutral rate and {THROTTLE_MAX_BPS // 1000} kbit/s"
+    )
+
+
+def _kb(values: pd.Series) -> pd.Series:
+    return (values / 1000).round().astype("int64").astype(str) + " KB"
+
+
+def _explain_cutoff(f: pd.DataFrame) -> pd.Series:
+    others = f["targets"] - f["bulk_targets"]
+    return (
+        _n(f["targets_cut"])
+        + " of "
+        + _n(f["bulk_targets"])
+        + " "
+        + app_name(f["app"])
+        + " endpoints that carry more than a handshake stalled after at most "
+        + _kb(f["cutoff_bytes"])
+        + " of body, with the app's and a neutral SNI alike (a byte cut-off on the path)"
+        + _when(
+            others > 0,
+            "; " + _n(others) + " handshake-only endpoint(s), too small to reach it",
+            f.index,
+        )
+        + "; "
+        + _controls_answered(f)
     )
 
 
@@ -276,9 +303,18 @@ def _short(layer: str, mechanism: str | None) -> str:
     return mechanism.removeprefix(f"{layer}_") if mechanism else "other"
 
 
+# Judged over the endpoints a cut can show on, not all of them: BYTE_CUTOFF_RULE.
+_OWN_RULE: Final = ("tcp", "byte_cutoff")
+
+
 def _blocked_rules() -> list[Rule]:
-    """One rule per (layer, mechanism) a failure class can have, in FAIL_CLASSES order."""
-    pairs = list(dict.fromkeys((c.layer, c.mechanism) for c in FAIL_CLASSES))
+    """One rule per (layer, mechanism) a failure class can have, in FAIL_CLASSES order (the
+    byte cut-off has its own rule)."""
+    pairs = [
+        pair
+        for pair in dict.fromkeys((c.layer, c.mechanism) for c in FAIL_CLASSES)
+        if pair != _OWN_RULE
+    ]
     return [
         Rule(
             name=f"blocked_{layer}_{_short(layer, mechanism)}",
@@ -294,6 +330,27 @@ def _blocked_rules() -> list[Rule]:
         )
         for layer, mechanism in pairs
     ]
+
+
+# A byte cut-off ("TCP 16-20") lets a connection carry a few KB and then freezes it, so only the
+# endpoints whose checks move more than that can show it: TCP connects and TLS handshakes pass
+# untouched. The share is taken over those (bulk_targets); other failures must be mere noise.
+# The app is "blocked": it connects, then every transfer larger than the cut hangs for good.
+BYTE_CUTOFF_RULE: Final = Rule(
+    "blocked_tcp_byte_cutoff",
+    "blocked",
+    "tcp",
+    "byte_cutoff",
+    lambda f: (
+        (f["targets_cut"] > 0)
+        & (f["targets_cut"] >= BLOCK_SHARE * f["bulk_targets"])
+        & ((f["targets_failed"] - f["targets_cut"]) < PARTIAL_SHARE * f["targets"])
+    ),
+    _explain_cutoff,
+    f"targets_cut >= {BLOCK_SHARE} x bulk_targets (both GETs of an endpoint stalled after a "
+    f"partial body <= {CUTOFF_MAX_BYTES} bytes, whatever the SNI) and other failures < "
+    f"{PARTIAL_SHARE} x targets",
+)
 
 
 RULES: Final[tuple[Rule, ...]] = (
@@ -356,6 +413,7 @@ RULES: Final[tuple[Rule, ...]] = (
         f"(control_share_failed >= {CONTROL_FAIL_SHARE})",
     ),
     *_blocked_rules(),
+    BYTE_CUTOFF_RULE,
     Rule(
         "partial_failure",
         "inconclusive",
@@ -372,8 +430,8 @@ RULES: Final[tuple[Rule, ...]] = (
         None,
         lambda f: (f["targets_throttled"] > 0) & (f["targets_fast"] > 0),
         _explain_contradicted,
-        f"an endpoint's real-SNI HTTPS rate < {THROTTLE_RATIO} x the neutral SNI's while "
-        f"another of the app's gets >= {UNTHROTTLED_RATIO} x",
+        f"an endpoint's real-SNI HTTPS rate < {THROTTLE_RATIO} x the neutral SNI's (and < "
+        f"{THROTTLE_MAX_BPS} bit/s) while another of the app's gets >= {UNTHROTTLED_RATIO} x",
     ),
     Rule(
         "sni_throttled",
@@ -383,8 +441,8 @@ RULES: Final[tuple[Rule, ...]] = (
         lambda f: f["targets_throttled"] > 0,
         _explain_throttled,
         f"signaling works (share_failed < {PARTIAL_SHARE}) and an endpoint's real-SNI HTTPS "
-        f"rate < {THROTTLE_RATIO} x the neutral SNI's to the same address (both >= 32 KiB), "
-        "none contradicting",
+        f"rate < {THROTTLE_RATIO} x the neutral SNI's to the same address and < "
+        f"{THROTTLE_MAX_BPS} bit/s (both GETs >= 32 KiB), none contradicting",
     ),
     Rule(
         "ok",

@@ -22,12 +22,15 @@ from analysis.features import (
     CALL_ROLES,
     CONTROL_APP,
     CONTROL_FAIL_SHARE,
+    CUTOFF_MAX_BYTES,
+    CUTOFF_MIN_BPS,
     FAIL_CLASSES,
     FALLBACK_ROLES,
     MIN_BASELINE_RUNS,
     MIN_THROUGHPUT_BYTES,
     PARTIAL_SHARE,
     SIGNALING_ROLES,
+    THROTTLE_MAX_BPS,
     THROTTLE_RATIO,
     UNTHROTTLED_RATIO,
     failure_kind,
@@ -176,6 +179,8 @@ def _status(t: _Target) -> tuple[str, str | None]:
         result = ("failed", "http_rst")
     elif http_real in (af.TIMEOUT, af.EOF) and http_neutral == af.OK:
         result = ("failed", "http_sni")
+    elif http_real == af.TIMEOUT and http_neutral == af.TIMEOUT and _stalled(t):
+        result = ("failed", "http_cutoff")
     elif http_real != af.OK:
         result = ("failed", "http_other")
     else:
@@ -199,9 +204,23 @@ def _ratio(t: _Target) -> float | None:
     return real / neutral
 
 
+def _stalled_early(t: _Target, step: str) -> bool:
+    """The GET read a partial body of at most CUTOFF_MAX_BYTES, fast (or in one read)."""
+    size = t.body.get(step)
+    rate = t.bps.get(step)
+    if size is None or not 0 < size <= CUTOFF_MAX_BYTES:
+        return False
+    return rate is None or rate >= CUTOFF_MIN_BPS
+
+
+def _stalled(t: _Target) -> bool:
+    return _stalled_early(t, "http_real") and _stalled_early(t, "http_neutral")
+
+
 def _throttled(t: _Target) -> bool:
     ratio = _ratio(t)
-    return ratio is not None and ratio < THROTTLE_RATIO
+    slow = t.bps.get("http_real", float("inf")) < THROTTLE_MAX_BPS
+    return ratio is not None and ratio < THROTTLE_RATIO and slow
 
 
 _CLASSES = {c.name: c for c in FAIL_CLASSES}
@@ -265,6 +284,8 @@ def judge(
             "classes": defaultdict(int),
             "throttled": 0,
             "fast": 0,
+            "bulk": 0,
+            "cut": 0,
             "signaling": False,
         }
         for key in apps
@@ -283,6 +304,9 @@ def judge(
         judged = t.role in SIGNALING_ROLES or (not f["signaling"] and t.role in FALLBACK_ROLES)
         if judged and status in ("ok", "throttled", "failed"):
             f["targets"] += 1
+            f["bulk"] += t.expect == "https"
+        if judged and status == "failed" and cls == "http_cutoff":
+            f["cut"] += 1
         if judged and status == "failed" and cls is not None:
             f["failed"] += 1
             f["classes"][cls] += 1
@@ -335,8 +359,13 @@ def _rules(app: str, f: dict[str, Any], controls: tuple[int, int]) -> tuple[str,
     if share >= BLOCK_SHARE and dominant is not None:
         cls = _CLASSES[dominant]
         mechanism = cls.mechanism
-        short = mechanism.removeprefix(f"{cls.layer}_") if mechanism else "other"
-        return "blocked", f"blocked_{cls.layer}_{short}"
+        # The byte cut-off is judged by its own rule, below.
+        if (cls.layer, mechanism) != ("tcp", "byte_cutoff"):
+            short = mechanism.removeprefix(f"{cls.layer}_") if mechanism else "other"
+            return "blocked", f"blocked_{cls.layer}_{short}"
+    cut = f["cut"]
+    if cut > 0 and cut >= BLOCK_SHARE * f["bulk"] and failed - cut < PARTIAL_SHARE * n:
+        return "blocked", "blocked_tcp_byte_cutoff"
     if share >= PARTIAL_SHARE:
         return "inconclusive", "partial_failure"
     if f["throttled"] > 0 and f["fast"] > 0:

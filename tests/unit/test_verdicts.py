@@ -15,16 +15,19 @@ import pytest
 from analysis.features import (
     BLOCK_SHARE,
     CONTROL_FAIL_SHARE,
+    CUTOFF_MAX_BYTES,
     FAIL_CLASSES,
     FEATURE_COLUMNS,
     MIN_THROUGHPUT_BYTES,
     PARTIAL_SHARE,
+    THROTTLE_MAX_BPS,
     THROTTLE_RATIO,
 )
 from analysis.load import load
 from analysis.rules import LAYERS, MECHANISMS, RULES, VERDICTS
 from analysis.summary import explain
 from analysis.verdicts import VERDICT_COLUMNS, target_status, verdicts
+from bench.naive_verdicts import naive_verdicts
 from probe.model import Failure, Record, Target
 from tests.recordsets import (
     DROP,
@@ -34,8 +37,10 @@ from tests.recordsets import (
     START,
     Fate,
     by_app,
+    catalog,
     run_records,
     where,
+    with_fate,
     write_runs,
 )
 
@@ -257,12 +262,126 @@ def test_a_ratio_at_the_threshold_is_not_throttling(tmp_path: Path) -> None:
     assert_verdict(row(table, "whatsapp"), "ok", "ok")
 
 
+def test_a_low_ratio_on_a_fast_path_is_not_throttling(tmp_path: Path) -> None:
+    # What the lab's open network showed: two concurrent 256 KiB GETs that finish within
+    # milliseconds, one at a fifth of the other's rate by scheduling alone.
+    noisy = Fate(real_bps=17_000_000, neutral_bps=86_000_000)
+    table = judge(tmp_path, run_records(where(_web, noisy)))
+    wa = row(table, "whatsapp")
+    assert_verdict(wa, "ok", "ok")
+    assert (wa["targets_throttled"], wa["throughput_targets"]) == (0, 2)
+    assert wa["throughput_ratio"] < THROTTLE_RATIO
+    # Just below the absolute ceiling it is throttling again.
+    slow = Fate(real_bps=THROTTLE_MAX_BPS - 1, neutral_bps=8_000_000)
+    table = judge(tmp_path / "slow", run_records(where(_web, slow)))
+    assert_verdict(row(table, "whatsapp"), "throttled", "sni_throttled", "tls", "sni")
+
+
 def test_too_few_bytes_to_compare_is_not_throttling(tmp_path: Path) -> None:
     fate = Fate(real_bps=100_000, real_bytes=MIN_THROUGHPUT_BYTES - 1)
     table = judge(tmp_path, run_records(where(_web, fate)))
     wa = row(table, "whatsapp")
     assert_verdict(wa, "ok", "ok")
     assert wa["throughput_targets"] == 0
+
+
+# --- byte cut-off ("TCP 16-20") -----------------------------------------------------------------
+
+# What the lab's "TCP 16-20" scenario records (ct reply bytes gt 16000 drop on Signal's
+# addresses): both GETs of every Signal HTTPS endpoint read ~12 KB at once, then time out; the
+# handshakes (and chat.signal.org, a handshake only) pass.
+CUT = Fate(
+    http_real=Failure.GENERIC_TIMEOUT,
+    http_neutral=Failure.GENERIC_TIMEOUT,
+    real_bytes=12_040,
+    neutral_bytes=12_040,
+)
+SIGNAL_BULK = 3  # textsecure, storage, sfu: the signaling endpoints with an HTTPS GET
+
+
+def _signal_https(target: Target) -> bool:
+    return target.app == "signal" and target.expect == "https"
+
+
+def _naive(directory: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    return naive_verdicts(sorted(directory.glob("*.jsonl")))
+
+
+def _vectorised(table: pd.DataFrame) -> dict[tuple[str, str], tuple[str, str]]:
+    return {
+        (str(r.run_id), str(r.app)): (str(r.verdict), str(r.rule))
+        for r in table[["run_id", "app", "verdict", "rule"]].itertuples()
+    }
+
+
+def test_both_gets_stalling_after_a_few_kb_is_a_byte_cutoff(tmp_path: Path) -> None:
+    table = judge(tmp_path, run_records(where(_signal_https, CUT)))
+    sig = row(table, "signal")
+    assert_verdict(sig, "blocked", "blocked_tcp_byte_cutoff", "tcp", "byte_cutoff")
+    # Judged over the endpoints that move enough bytes: chat.signal.org's handshake cannot.
+    assert (sig["targets"], sig["targets_failed"]) == (SIGNAL_SIGNALING, SIGNAL_BULK)
+    assert (sig["bulk_targets"], sig["targets_cut"]) == (SIGNAL_BULK, SIGNAL_BULK)
+    assert sig["cutoff_bytes"] == 12_040
+    assert sig["dominant_failure"] == "http_cutoff"
+    assert "stalled after at most 12 KB of body" in sig["evidence"]
+    assert "1 handshake-only endpoint(s)" in sig["evidence"]
+    # Per target, the web endpoints (not judged for Signal) are cut too.
+    status = target_status(load(tmp_path / "runs"))
+    cut = status[status["failure_class"] == "http_cutoff"]
+    assert set(cut["target_id"]) == {t.id for t in catalog("signal") if _signal_https(t)}
+    assert _vectorised(table) == _naive(tmp_path / "runs")
+
+
+def test_an_address_wide_slow_rate_is_not_a_cutoff(tmp_path: Path) -> None:
+    # ~120 kbit/s on both SNIs until the timeout: slow, not cut (the bytes kept coming).
+    slow = with_fate(CUT, real_bps=120_000, neutral_bps=120_000)
+    slow = with_fate(slow, real_bytes=45_000, neutral_bytes=45_000)
+    table = judge(tmp_path, run_records(where(_signal_https, slow)))
+    sig = row(table, "signal")
+    assert_verdict(sig, "inconclusive", "partial_failure")
+    assert sig["dominant_failure"] == "http_other"
+    assert sig["targets_cut"] == 0
+    assert _vectorised(table) == _naive(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("body", [0, CUTOFF_MAX_BYTES + 1])
+def test_a_stall_before_any_body_or_late_in_it_is_not_a_cutoff(tmp_path: Path, body: int) -> None:
+    fate = with_fate(CUT, real_bytes=body, neutral_bytes=body)
+    table = judge(tmp_path, run_records(where(_signal_https, fate)))
+    sig = row(table, "signal")
+    assert_verdict(sig, "inconclusive", "partial_failure")
+    assert sig["dominant_failure"] == "http_other"
+    assert _vectorised(table) == _naive(tmp_path / "runs")
+
+
+def test_a_cut_only_with_the_apps_sni_is_sni_not_a_cutoff(tmp_path: Path) -> None:
+    fate = with_fate(CUT, http_neutral=None, neutral_bytes=262_144)
+    table = judge(tmp_path, run_records(where(_signal_https, fate)))
+    sig = row(table, "signal")
+    assert sig["dominant_failure"] == "http_sni"
+    assert sig["targets_cut"] == 0
+    assert _vectorised(table) == _naive(tmp_path / "runs")
+
+
+def test_a_cutoff_with_other_failures_beyond_noise_is_inconclusive(tmp_path: Path) -> None:
+    fates = {"sig-chat-443": Fate(tls_real=Failure.CONNECTION_RESET)}
+    table = judge(
+        tmp_path,
+        run_records(lambda t: fates.get(t.id, CUT if _signal_https(t) else OK)),
+    )
+    sig = row(table, "signal")
+    # 4 of 4 failed, but one by a reset: neither a clean cut-off nor one blocking mechanism.
+    assert (sig["targets_failed"], sig["targets_cut"]) == (SIGNAL_SIGNALING, SIGNAL_BULK)
+    assert_verdict(sig, "inconclusive", "partial_failure")
+    assert _vectorised(table) == _naive(tmp_path / "runs")
+
+
+def test_a_cutoff_on_the_controls_too_is_network_degraded(tmp_path: Path) -> None:
+    cut_all = where(lambda t: t.expect == "https", CUT)
+    table = judge(tmp_path, run_records(cut_all))
+    assert_verdict(row(table, "control"), "network_degraded", "control_failed")
+    assert_verdict(row(table, "signal"), "network_degraded", "network_degraded")
+    assert _vectorised(table) == _naive(tmp_path / "runs")
 
 
 # --- network_degraded ----------------------------------------------------------------------------
