@@ -12,15 +12,28 @@ namespace. Needs root on Linux (``ringprobe lab doctor``).
     lab.run_probe(Path("out"), ["--apps", "telegram"])
     lab.down()                    # every process by pid, every namespace, every file
 
+    from probe.lab.scenario import find_scenario, run_scenario
+    result = run_scenario(lab, find_scenario("tg-dc-ip-drop"))   # or a file's path
+    result.passed, [(a.app, a.expected, a.got) for a in result.apps]
+
 Modules: ``plan`` (addresses, sets, listeners, lab catalog; pure), ``topology`` (namespaces,
 links, routes), ``servers`` (server configuration), ``pki`` (the lab CA), ``procs`` (processes
 by pid, listening sockets), ``state`` (the state directory), ``doctor`` (prerequisites),
-``lab`` (the ``Lab`` class). Exceptions: see ``probe.lab.errors``.
+``lab`` (the ``Lab`` class), ``scenario`` (scenario files: parse, apply, run, judge; the
+built-in ones are ``scenarios/*.toml``, docs/lab.md the format). Exceptions: see
+``probe.lab.errors``.
 """
 
 from __future__ import annotations
 
-from .errors import LabError, LabNameError, LabSetupError, LabUnavailable
+from .errors import (
+    LabError,
+    LabNameError,
+    LabSetupError,
+    LabUnavailable,
+    ScenarioError,
+    ScenarioRunError,
+)
 from .lab import DEFAULT_NAME, DownResult, Lab, LabStatus, UpResult, prefix_for
 from .plan import LAB_RANGES, NAMESPACES, SETS, Plan, build_plan, hop_address
 
@@ -37,6 +50,8 @@ __all__ = [
     "LabStatus",
     "LabUnavailable",
     "Plan",
+    "ScenarioError",
+    "ScenarioRunError",
     "UpResult",
     "build_plan",
     "hop_address",

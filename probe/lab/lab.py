@@ -27,7 +27,7 @@ from .state import STATE_ROOT, LabState, load, locked, save
 DEFAULT_NAME: Final = "default"
 NETNS_ETC: Final = Path("/etc/netns")
 # Bumped when what `up` builds changes, so an `up` after an upgrade rebuilds an older lab.
-BUILD_VERSION: Final = 1
+BUILD_VERSION: Final = 2  # 2: large bodies on every path, 4 KiB TLS records, no GSO on veths
 # Servers start in well under a second; this bounds a slow machine, not a normal start.
 READY_TIMEOUT: Final = 20.0
 # A single `ip`/`nft`/`sysctl` call takes milliseconds.

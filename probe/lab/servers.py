@@ -11,8 +11,9 @@ honest-dns     dnsmasq       the same names, never overridden, on the namespace'
                              resolver lies (what the probe's resolver comparison looks for)
 doh            dnsdist       DNS-over-HTTPS (RFC 8484) on the DoH address, in front of honest-dns
 web            nginx         HTTPS per host (own address, own certificate, HTTP/1.1 and h2;
-                             ``/`` small, ``/large`` 2 MiB, any other path serves ``/``) and plain
-                             TCP listeners that accept and wait for the TCP-only endpoints
+                             ``/index.html`` small, any other path, ``/`` included, the 2 MiB
+                             ``/large``) and plain TCP listeners that accept and wait for the
+                             TCP-only endpoints
 quic-<addr>    gtlsserver    HTTP/3 on UDP 443 of each web site (ngtcp2's example server, one
                              process per address: it serves one certificate)
 turn-<port>    turnserver    STUN/TURN (coturn) on the relay addresses; one process per port and
@@ -179,6 +180,10 @@ def render_nginx(
         "    keepalive_timeout 10s;",
         "    client_header_timeout 30s;",
         "    ssl_protocols TLSv1.2 TLSv1.3;",
+        # Small TLS records, as large sites send at the start of a connection (dynamic record
+        # sizing): a byte cut-off or a policer then shows in the body read, not hidden behind
+        # one 16 KiB record (nginx's default) that never completes.
+        "    ssl_buffer_size 4k;",
         f"    root {layout.www};",
     ]
     plain = [x for x in listeners if x.kind == "tcp"]
@@ -208,8 +213,11 @@ def render_nginx(
 
 
 _NGINX_TEMPS: Final = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-# Any path serves the small page, /large the large object (nginx: try_files).
-_LOCATION: Final = "        location / { try_files $uri /index.html; }"
+# Every path the catalog GETs (/, /v2/register, ...) serves the large object, so each GET
+# reads http_get's full 256 KiB: the analysis compares real- and neutral-SNI rates only over
+# >= 32 KiB (MIN_THROUGHPUT_BYTES), and a byte cut-off shows only on a body longer than the cut.
+# /index.html stays the small page (nginx: try_files, first existing file wins).
+_LOCATION: Final = "        location / { try_files $uri /large; }"
 
 
 # --- DNS-over-HTTPS (dnsdist) ------------------------------------------------------------------
@@ -268,7 +276,8 @@ def prepare(
     wanted = expected_sockets(plan)
     names = plan.names()
 
-    # Content: a small page and a large object for throughput (random: nothing compresses it).
+    # Content: a small page and the large object every other path serves (random: nothing
+    # compresses it, so bytes on the wire are bytes of body).
     (layout.www / "index.html").write_text(INDEX_TEXT)
     (layout.www / "large").write_bytes(os.urandom(LARGE_BYTES))
 

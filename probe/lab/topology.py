@@ -30,6 +30,10 @@ _COMMON_SYSCTLS: Final = (
 # Routers forward (and so decrement TTL / hop limit and answer time-exceeded, RFC 1812 §5.3.1).
 _ROUTER_SYSCTLS: Final = ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 
+# veth hands the kernel's 64 KiB GSO super-packets to the next namespace whole; a real link
+# carries MTU-sized packets, and that is what a censor's byte counters and policers act on. One
+# segment per packet (ip-link(8) gso_max_segs) makes a cut-off after N bytes cut near N, not at
+# the next 64 KiB boundary.
 Runner = Callable[[Sequence[str], str | None], None]
 """Runs argv (with optional stdin text), raising LabSetupError on failure."""
 
@@ -57,6 +61,7 @@ def batch(prefix: str, role: str, plan: Plan) -> list[str]:
         lines += [
             f"addr add {right.left_v4}/{right.net_v4.prefixlen} dev {right.right}",
             f"addr add {right.left_v6}/{right.net_v6.prefixlen} dev {right.right} nodad",
+            f"link set {right.right} gso_max_segs 1",
             f"link set {right.right} up",
             f"route add default via {right.right_v4}",
             f"route add ::/0 via {right.right_v6}",
@@ -65,6 +70,7 @@ def batch(prefix: str, role: str, plan: Plan) -> list[str]:
         lines += [
             f"addr add {left.right_v4}/{left.net_v4.prefixlen} dev {left.left}",
             f"addr add {left.right_v6}/{left.net_v6.prefixlen} dev {left.left} nodad",
+            f"link set {left.left} gso_max_segs 1",
             f"link set {left.left} up",
         ]
         # Links further towards the client are reached through the left neighbour.
