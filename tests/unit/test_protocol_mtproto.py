@@ -55,6 +55,7 @@ from probe.protocols.obfuscated2 import (
     encode_frame,
     make_init,
 )
+from tests import fuzzing
 
 T = TypeVar("T")
 MTPROTO_FAILURES = {
@@ -602,31 +603,11 @@ fuzz = settings(max_examples=200, deadline=None)
 garbage = st.binary(max_size=2048)
 
 
-def parse_or_error(parse: Callable[[], T]) -> T | None:
-    try:
-        return parse()
-    except MTProtoError as exc:
-        error = exc
-    assert error.failure in MTPROTO_FAILURES
-    assert str(error)  # a message a record can carry
-    return None
+def parse_or_error(call: Callable[[], T]) -> T | None:
+    return fuzzing.parse_or_error(call, MTProtoError, MTPROTO_FAILURES)
 
 
-def mutations(valid: bytes) -> st.SearchStrategy[bytes]:
-    """Valid messages with bytes overwritten, cut short or extended: inputs that get past the
-    first checks, which plain random bytes rarely do."""
-    return st.tuples(
-        st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)), max_size=4),
-        st.integers(0, len(valid) + 8),
-        st.binary(max_size=16),
-    ).map(lambda m: _mutate(valid, *m))
-
-
-def _mutate(valid: bytes, edits: list[tuple[int, int]], cut: int, tail: bytes) -> bytes:
-    data = bytearray(valid)
-    for index, value in edits:
-        data[index] = value
-    return bytes(data[:cut]) + tail
+mutations = fuzzing.mutations
 
 
 @fuzz

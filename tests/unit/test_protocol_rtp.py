@@ -31,6 +31,7 @@ from probe.protocols.rtp import (
     parse_rtp,
     voice_packet_sizes,
 )
+from tests import fuzzing
 
 T = TypeVar("T")
 RTP_FAILURES = {RTP_BAD_EXTENSION, RTP_BAD_HEADER, RTP_BAD_PADDING}
@@ -282,29 +283,10 @@ def test_round_trip(
 
 
 def parse_or_error(call: Callable[[], T]) -> T | None:
-    try:
-        return call()
-    except RtpError as exc:
-        error = exc
-    assert error.failure in RTP_FAILURES
-    assert str(error)
-    return None
+    return fuzzing.parse_or_error(call, RtpError, RTP_FAILURES)
 
 
-def mutations(valid: bytes) -> st.SearchStrategy[bytes]:
-    """Valid bytes with a few overwritten, cut short or extended."""
-    return st.tuples(
-        st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)), max_size=4),
-        st.integers(0, len(valid) + 8),
-        st.binary(max_size=16),
-    ).map(lambda m: _mutate(valid, *m))
-
-
-def _mutate(valid: bytes, edits: list[tuple[int, int]], cut: int, tail: bytes) -> bytes:
-    data = bytearray(valid)
-    for index, value in edits:
-        data[index] = value
-    return bytes(data[:cut]) + tail
+mutations = fuzzing.mutations
 
 
 @fuzz

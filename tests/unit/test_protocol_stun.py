@@ -74,6 +74,7 @@ from probe.protocols.stun import (
     whatsapp_pong,
     xor_address_value,
 )
+from tests import fuzzing
 
 T = TypeVar("T")
 STUN_FAILURES = {
@@ -574,29 +575,10 @@ garbage = st.binary(max_size=512)
 
 
 def parse_or_error(call: Callable[[], T]) -> T | None:
-    try:
-        return call()
-    except StunError as exc:
-        error = exc
-    assert error.failure in STUN_FAILURES
-    assert str(error)
-    return None
+    return fuzzing.parse_or_error(call, StunError, STUN_FAILURES)
 
 
-def mutations(valid: bytes) -> st.SearchStrategy[bytes]:
-    """Valid bytes with a few overwritten, cut short or extended."""
-    return st.tuples(
-        st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)), max_size=4),
-        st.integers(0, len(valid) + 8),
-        st.binary(max_size=16),
-    ).map(lambda m: _mutate(valid, *m))
-
-
-def _mutate(valid: bytes, edits: list[tuple[int, int]], cut: int, tail: bytes) -> bytes:
-    data = bytearray(valid)
-    for index, value in edits:
-        data[index] = value
-    return bytes(data[:cut]) + tail
+mutations = fuzzing.mutations
 
 
 def stun_shaped(body: bytes) -> bytes:

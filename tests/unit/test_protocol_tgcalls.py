@@ -36,6 +36,7 @@ from probe.protocols.tgcalls import (
     parse_hello,
     parse_reply,
 )
+from tests import fuzzing
 
 T = TypeVar("T")
 REFLECTOR_FAILURES = {
@@ -300,29 +301,10 @@ def test_hello_and_self_info_round_trip(
 
 
 def parse_or_error(call: Callable[[], T]) -> T | None:
-    try:
-        return call()
-    except ReflectorError as exc:
-        error = exc
-    assert error.failure in REFLECTOR_FAILURES
-    assert str(error)
-    return None
+    return fuzzing.parse_or_error(call, ReflectorError, REFLECTOR_FAILURES)
 
 
-def mutations(valid: bytes) -> st.SearchStrategy[bytes]:
-    """Valid bytes with a few overwritten, cut short or extended."""
-    return st.tuples(
-        st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)), max_size=4),
-        st.integers(0, len(valid) + 8),
-        st.binary(max_size=16),
-    ).map(lambda m: _mutate(valid, *m))
-
-
-def _mutate(valid: bytes, edits: list[tuple[int, int]], cut: int, tail: bytes) -> bytes:
-    data = bytearray(valid)
-    for index, value in edits:
-        data[index] = value
-    return bytes(data[:cut]) + tail
+mutations = fuzzing.mutations
 
 
 @fuzz

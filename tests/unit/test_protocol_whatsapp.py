@@ -39,6 +39,7 @@ from probe.protocols.whatsapp import (
     parse_client_prologue,
     parse_server_hello,
 )
+from tests import fuzzing
 
 T = TypeVar("T")
 WHATSAPP_FAILURES = {BAD_FRAMING, BAD_PROLOGUE, BAD_RESPONSE}
@@ -262,30 +263,11 @@ fuzz = settings(max_examples=200, deadline=None)
 garbage = st.binary(max_size=2048)
 
 
-def parse_or_error(parse: Callable[[], T]) -> T | None:
-    try:
-        return parse()
-    except WhatsAppError as exc:
-        error = exc
-    assert error.failure in WHATSAPP_FAILURES
-    assert str(error)
-    return None
+def parse_or_error(call: Callable[[], T]) -> T | None:
+    return fuzzing.parse_or_error(call, WhatsAppError, WHATSAPP_FAILURES)
 
 
-def mutations(valid: bytes) -> st.SearchStrategy[bytes]:
-    """Valid bytes with a few overwritten, cut short or extended."""
-    return st.tuples(
-        st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)), max_size=4),
-        st.integers(0, len(valid) + 8),
-        st.binary(max_size=16),
-    ).map(lambda m: _mutate(valid, *m))
-
-
-def _mutate(valid: bytes, edits: list[tuple[int, int]], cut: int, tail: bytes) -> bytes:
-    data = bytearray(valid)
-    for index, value in edits:
-        data[index] = value
-    return bytes(data[:cut]) + tail
+mutations = fuzzing.mutations
 
 
 @fuzz
