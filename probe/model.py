@@ -53,6 +53,18 @@ class Failure:
     DNS_SERVER_MISBEHAVING = "dns_server_misbehaving"
     DNS_BOGON = "dns_bogon_error"
     HTTP_REQUEST_FAILED = "http_request_failed"
+    # ringprobe's own, from probe.protocols.mtproto (the obfuscated2 transport raises the same
+    # errors): the MTProto answer was wrong in the way each name says.
+    MTPROTO_BAD_RESPONSE = "mtproto_bad_response"
+    MTPROTO_NONCE_MISMATCH = "mtproto_nonce_mismatch"
+    MTPROTO_TRANSPORT_ERROR = "mtproto_transport_error"
+    MTPROTO_BAD_FRAMING = "mtproto_bad_framing"
+    MTPROTO_BAD_INIT = "mtproto_bad_init"
+    MTPROTO_BAD_REQUEST = "mtproto_bad_request"
+    # ringprobe's own, from probe.protocols.whatsapp.
+    WHATSAPP_BAD_FRAMING = "whatsapp_bad_framing"
+    WHATSAPP_BAD_RESPONSE = "whatsapp_bad_response"
+    WHATSAPP_BAD_PROLOGUE = "whatsapp_bad_prologue"
     # ringprobe's own: the allow-list refused the address, so nothing was sent.
     ADDRESS_NOT_ALLOWED = "address_not_allowed"
     # ringprobe's own: the run's deadline or an interruption ended the check before it finished.
