@@ -31,10 +31,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import trustme
 
+from probe.allowlist import AllowList
+from probe.checks.base import CheckContext
 from probe.model import Target
 
 Behaviour = Literal["complete", "trickle", "deaf", "reset", "close", "hang", "garbage", "refuse"]
@@ -65,6 +67,13 @@ def web_target(port: int, host: str = DEFAULT_HOSTS[0], path: str = "/") -> Targ
         host=host,
         path=path,
     )
+
+
+def client_context(pki: FakePKI, timeout: float = 0.5, **kwargs: Any) -> CheckContext:
+    """A check context trusting the fake PKI. The suite's allow-list (conftest) applies unless a
+    test brings its own, so a slip cannot leave loopback."""
+    kwargs.setdefault("allow", AllowList.from_sources())
+    return CheckContext(timeout=timeout, ca_file=str(pki.ca_file), **kwargs)
 
 
 def body_bytes(size: int) -> bytes:

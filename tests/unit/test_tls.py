@@ -21,6 +21,7 @@ from tests.fakes.tls_server import (
     CertKind,
     FakePKI,
     FakeTLSServer,
+    client_context,
     web_target,
 )
 from tests.recordcheck import assert_valid
@@ -35,9 +36,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> FakePKI:
 
 
 def context(pki: FakePKI, timeout: float = TIMEOUT, **kwargs: Any) -> CheckContext:
-    # The suite's allow-list (conftest) unless a test brings its own: a slip cannot leave loopback.
-    kwargs.setdefault("allow", AllowList.from_sources())
-    return CheckContext(timeout=timeout, ca_file=str(pki.ca_file), **kwargs)
+    return client_context(pki, timeout, **kwargs)
 
 
 async def test_real_sni_handshake_records_session_and_certificate(pki: FakePKI) -> None:
