@@ -27,7 +27,9 @@ from .state import STATE_ROOT, LabState, load, locked, save
 DEFAULT_NAME: Final = "default"
 NETNS_ETC: Final = Path("/etc/netns")
 # Bumped when what `up` builds changes, so an `up` after an upgrade rebuilds an older lab.
-BUILD_VERSION: Final = 2  # 2: large bodies on every path, 4 KiB TLS records, no GSO on veths
+# 2: large bodies on every path, 4 KiB TLS records, no GSO on veths; 3: Telegram DC and
+# WhatsApp chat emulators (probe.lab.emulators) in place of silent TCP listeners
+BUILD_VERSION: Final = 3
 # Servers start in well under a second; this bounds a slow machine, not a normal start.
 READY_TIMEOUT: Final = 20.0
 # A single `ip`/`nft`/`sysctl` call takes milliseconds.

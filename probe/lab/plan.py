@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
@@ -221,7 +221,11 @@ class Endpoint:
         return tuple(a for a in (self.v4, self.v6) if a is not None)
 
 
-ListenerKind = Literal["tcp", "https", "doh", "quic", "stun", "dns"]
+ListenerKind = Literal["tcp", "https", "doh", "quic", "stun", "dns", "mtproto", "whatsapp"]
+
+EMULATED: Final[Mapping[str, ListenerKind]] = {"tg_dc": "mtproto", "wa_signal": "whatsapp"}
+"""Sets whose plain TCP listeners are the emulators' (probe.lab.emulators) instead of silent
+ones: Telegram DCs answer req_pq_multi, WhatsApp chat servers a clientHello."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -230,7 +234,8 @@ class Listener:
 
     kind: ListenerKind
     """tcp: accepts and stays silent (nginx); https: TLS + HTTP/1.1 and h2 (nginx); doh:
-    DNS-over-HTTPS (dnsdist); quic: HTTP/3 (ngtcp2); stun: STUN/TURN (coturn); dns: dnsmasq."""
+    DNS-over-HTTPS (dnsdist); quic: HTTP/3 (ngtcp2); stun: STUN/TURN (coturn); dns: dnsmasq;
+    mtproto / whatsapp: the Telegram DC / WhatsApp chat emulator (probe.lab.emulators)."""
     transport: Literal["tcp", "udp"]
     address: str
     port: int
@@ -432,12 +437,16 @@ def _lab_target(
 def _listeners(
     real: Iterable[Target],
     lab: Iterable[Target],
-    ordered: Iterable[Endpoint],
+    ordered: Sequence[Endpoint],
     endpoints: Mapping[str, Endpoint],
     sites: Iterable[str],
 ) -> tuple[Listener, ...]:
     found: dict[tuple[str, str, int], Listener] = {}
     doh = endpoints[DOH_HOST]
+    # address -> the emulator kind its plain TCP listeners get (EMULATED)
+    emulated = {
+        address: EMULATED[e.set] for e in ordered if e.set in EMULATED for address in e.addresses()
+    }
 
     def put(listener: Listener) -> None:
         key = (listener.transport, listener.address, listener.port)
@@ -465,7 +474,7 @@ def _listeners(
             elif tls and host is not None:
                 put(Listener("https", "tcp", address, target.port, host))
             else:
-                put(Listener("tcp", "tcp", address, target.port))
+                put(Listener(emulated.get(address, "tcp"), "tcp", address, target.port))
         web = original.role == "web" or original.app == "control"
         if host is not None and host != DOH_HOST and tls and web:
             web_hosts.add(host)

@@ -18,6 +18,9 @@ quic-<addr>    gtlsserver    HTTP/3 on UDP 443 of each web site (ngtcp2's exampl
                              process per address: it serves one certificate)
 turn-<port>    turnserver    STUN/TURN (coturn) on the relay addresses; one process per port and
                              realm (Telegram's answers 401 with realm telegram.org)
+emulators      python        probe.lab.emulators on the Telegram DC (``tg_dc``) and WhatsApp chat
+                             (``wa_signal``) TCP listeners: resPQ to req_pq_multi, ServerHello to
+                             a clientHello (and a plain TCP connect still succeeds)
 =============  ============  ===================================================================
 """
 
@@ -26,11 +29,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from .emulators import format_socket
 from .errors import LabError
 from .pki import Authority, KeyPair, issue
 from .plan import DOH_PATH, Listener, Plan
@@ -256,7 +261,14 @@ def expected_sockets(plan: Plan) -> dict[str, frozenset[Socket]]:
         elif x.kind == "stun":
             by_kind.setdefault(f"turn-{x.port}", set()).add(socket)
         else:
-            name = {"tcp": "web", "https": "web", "doh": "doh", "dns": "resolver"}[x.kind]
+            name = {
+                "tcp": "web",
+                "https": "web",
+                "doh": "doh",
+                "dns": "resolver",
+                "mtproto": "emulators",
+                "whatsapp": "emulators",
+            }[x.kind]
             by_kind.setdefault(name, set()).add(socket)
     by_kind["honest-dns"] = {("udp", HONEST_DNS, 53), ("tcp", HONEST_DNS, 53)}
     result.update({name: frozenset(sockets) for name, sockets in by_kind.items()})
@@ -390,4 +402,12 @@ def prepare(
             "--no-stdout-log",
         ]
         specs.append(ServerSpec(name, tuple(argv), wanted[name]))
+
+    if "emulators" in wanted:
+        emulator = [sys.executable, "-m", "probe.lab.emulators"]
+        for kind, option in (("mtproto", "--telegram"), ("whatsapp", "--whatsapp")):
+            sockets = [format_socket(x.address, x.port) for x in plan.listeners if x.kind == kind]
+            if sockets:
+                emulator += [option, *sockets]
+        specs.append(ServerSpec("emulators", tuple(emulator), wanted["emulators"]))
     return specs
