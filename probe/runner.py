@@ -168,25 +168,22 @@ class Runner:
         self._deadline_at = ctx.run_start + self.limits.deadline
         self.deadline_hit = False
 
-    async def run(self, targets: Iterable[Target]) -> int:
-        """Measure every target; return how many transactions completed."""
+    async def run(self, targets: Iterable[Target]) -> None:
+        """Measure every target; each finished transaction emits a ``target_done`` event."""
         todo = list(targets)
         self._emit(Event("start", total=len(todo)))
-        done = 0
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._transaction(t, tx)) for tx, t in enumerate(todo, 1)]
-        done = sum(1 for task in tasks if task.result())
+            for tx, target in enumerate(todo, 1):
+                group.create_task(self._transaction(target, tx))
         self._emit(Event("end", total=len(todo)))
-        return done
 
-    async def _transaction(self, target: Target, tx: int) -> bool:
+    async def _transaction(self, target: Target, tx: int) -> None:
         try:
             await self._measure_target(target, tx)
         except _DeadlineReached:
             self.deadline_hit = True
-            return False
+            return
         self._emit(Event("target_done", target=target))
-        return True
 
     async def _measure_target(self, target: Target, tx: int) -> None:
         # Imported here: the checks pull in aiohttp and dnspython, which `--help` must not pay for.
@@ -298,11 +295,10 @@ class RunOutput:
         self.result.write_manifest()
         self.writer = RecordWriter(records_path, ctx.scrubber)
 
-    def finish(self, status: RunStatus, targets_done: int) -> RunResult:
+    def finish(self, status: RunStatus) -> RunResult:
         self.writer.close()
         result = self.result
         result.status = status
-        result.targets_done = targets_done
         result.records = self.writer.count
         result.failures = self.writer.failures
         result.ended = _utc_now()
@@ -334,8 +330,8 @@ async def execute(
 
     runner = Runner(ctx, output.writer, limits, track)
     try:
-        done = await runner.run(targets)
+        await runner.run(targets)
     except BaseException:
-        output.finish("interrupted", result.targets_done)
+        output.finish("interrupted")
         raise
-    return output.finish("deadline_reached" if runner.deadline_hit else "complete", done)
+    return output.finish("deadline_reached" if runner.deadline_hit else "complete")
