@@ -53,6 +53,8 @@ class Failure:
     DNS_SERVER_MISBEHAVING = "dns_server_misbehaving"
     DNS_BOGON = "dns_bogon_error"
     HTTP_REQUEST_FAILED = "http_request_failed"
+    # OONI's (netxlite): the server's QUIC Version Negotiation lists no version the client offered.
+    QUIC_INCOMPATIBLE_VERSION = "quic_incompatible_version"
     # ringprobe's own, from probe.protocols.mtproto (the obfuscated2 transport raises the same
     # errors): the MTProto answer was wrong in the way each name says.
     MTPROTO_BAD_RESPONSE = "mtproto_bad_response"
@@ -65,6 +67,9 @@ class Failure:
     WHATSAPP_BAD_FRAMING = "whatsapp_bad_framing"
     WHATSAPP_BAD_RESPONSE = "whatsapp_bad_response"
     WHATSAPP_BAD_PROLOGUE = "whatsapp_bad_prologue"
+    # ringprobe's own: the peer ended the QUIC connection with a CONNECTION_CLOSE (RFC 9000 §19.19)
+    # that no OONI string names; the record's details say its code and reason (probe.checks.quic).
+    QUIC_CONNECTION_CLOSED = "quic_connection_closed"
     # ringprobe's own: the allow-list refused the address, so nothing was sent.
     ADDRESS_NOT_ALLOWED = "address_not_allowed"
     # ringprobe's own: the run's deadline or an interruption ended the check before it finished.
