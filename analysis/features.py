@@ -5,8 +5,9 @@ records):
 
 1. **Per target** (run, app, target_id), for targets whose ``expect`` is not ``unknown``: the
    outcome of each step of its transaction (system resolver, TCP connect, TLS and HTTPS GET with
-   the real and the neutral SNI), then the target's *status* (``TARGET_STATUSES``) and, for a
-   failed target, its *failure class* (``FAIL_CLASSES``: a layer and a mechanism). The order in
+   the real and the neutral SNI, the app's own handshake, or QUIC for HTTP/3 targets), then the
+   target's *status* (``TARGET_STATUSES``) and, for a failed target, its *failure class*
+   (``FAIL_CLASSES``: a layer and a mechanism). The order in
    which ``_status`` reads the steps is the interpretation; it is spelled out there.
 2. **Per (run, app)**: counts over the targets that are evidence, the dominant failure class,
    the SNI throughput comparison, the run's neutral controls and the run's metadata
@@ -88,6 +89,7 @@ HTTP: Final = 11
 INTERRUPTED: Final = 12
 NOT_ALLOWED: Final = 13
 OTHER: Final = 14
+PROTOCOL: Final = 15  # the app's server answered, but not as its protocol says (mtproto_*, ...)
 
 FAILURE_KINDS: Final[dict[str, int]] = {
     Failure.GENERIC_TIMEOUT: TIMEOUT,
@@ -112,6 +114,11 @@ FAILURE_KINDS: Final[dict[str, int]] = {
     Failure.HTTP_REQUEST_FAILED: HTTP,
     Failure.INTERRUPTED: INTERRUPTED,
     Failure.ADDRESS_NOT_ALLOWED: NOT_ALLOWED,
+    **{
+        value: PROTOCOL
+        for name, value in vars(Failure).items()
+        if name.startswith(("MTPROTO_", "WHATSAPP_"))
+    },
 }
 
 # Kinds that say nothing about the network: the run's deadline or the allow-list ended the step.
@@ -133,6 +140,8 @@ STEP_TLS_REAL: Final = 2
 STEP_TLS_NEUTRAL: Final = 3
 STEP_HTTP_REAL: Final = 4
 STEP_HTTP_NEUTRAL: Final = 5
+STEP_HANDSHAKE: Final = 6  # the app's first round trip after the TCP connect
+STEP_QUIC: Final = 7  # QUIC handshake and HTTP/3 GET of an "http3" target
 STEPS: Final = (
     ("dns_system", None),
     ("tcp_connect", None),
@@ -140,7 +149,12 @@ STEPS: Final = (
     ("tls_handshake", "neutral"),
     ("http_get", "real"),
     ("http_get", "neutral"),
+    ("mtproto|whatsapp_chat", None),
+    ("quic", None),
 )
+# Checks of STEP_HANDSHAKE: each app's own opening exchange (probe.checks.mtproto, .whatsapp).
+HANDSHAKE_CHECKS: Final = ("mtproto", "whatsapp_chat")
+HANDSHAKE_EXPECTS: Final = ("mtproto", "whatsapp")
 
 
 def step_of(check: str | None, sni_kind: str | None) -> int:
@@ -150,6 +164,10 @@ def step_of(check: str | None, sni_kind: str | None) -> int:
         return STEP_DNS
     if check == "tcp_connect":
         return STEP_TCP
+    if check in HANDSHAKE_CHECKS:
+        return STEP_HANDSHAKE
+    if check == "quic":
+        return STEP_QUIC
     neutral = sni_kind == "neutral"
     if check == "tls_handshake":
         return STEP_TLS_NEUTRAL if neutral else STEP_TLS_REAL
@@ -215,6 +233,29 @@ FAIL_CLASSES: Final = (
     ),
     FailClass("tcp_rst", "tcp", "rst", "TCP connect was reset or refused", STEP_TCP),
     FailClass("tcp_other", "tcp", None, "TCP connect failed", STEP_TCP),
+    # The app's own handshake on a connection that opened: a censor matching the protocol, not
+    # the address (issue 5: DPI that lets the TCP handshake through and drops the session).
+    FailClass(
+        "handshake_drop",
+        "tcp",
+        "handshake_drop",
+        "TCP connected but the app's handshake (MTProto resPQ, WhatsApp ServerHello) never came",
+        STEP_HANDSHAKE,
+    ),
+    FailClass(
+        "handshake_rst",
+        "tcp",
+        "rst",
+        "TCP connected but the app's handshake was reset",
+        STEP_HANDSHAKE,
+    ),
+    FailClass(
+        "handshake_other",
+        "tcp",
+        None,
+        "TCP connected but the app's handshake got an answer its protocol does not allow",
+        STEP_HANDSHAKE,
+    ),
     FailClass(
         "tls_rst", "tls", "rst", "the TLS handshake with the app's SNI was reset", STEP_TLS_REAL
     ),
@@ -249,6 +290,8 @@ FAIL_CLASSES: Final = (
         STEP_HTTP_REAL,
     ),
     FailClass("http_other", "tls", None, "the HTTPS GET with the app's SNI failed", STEP_HTTP_REAL),
+    # Never a judged endpoint's class: HTTP/3 targets are a detail (quic_failed), see app_features.
+    FailClass("quic_failed", "quic", None, "the QUIC handshake or HTTP/3 GET failed", STEP_QUIC),
 )
 CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
 (
@@ -258,6 +301,9 @@ CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
     C_TCP_DROP,
     C_TCP_RST,
     C_TCP_OTHER,
+    C_HS_DROP,
+    C_HS_RST,
+    C_HS_OTHER,
     C_TLS_RST,
     C_TLS_SNI,
     C_TLS_OTHER,
@@ -265,6 +311,7 @@ CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
     C_HTTP_SNI,
     C_HTTP_CUTOFF,
     C_HTTP_OTHER,
+    C_QUIC,
 ) = range(len(FAIL_CLASSES))
 
 # Roles whose failure says the app as a whole is unusable; web endpoints stand in only for apps
@@ -330,6 +377,8 @@ class Targets:
     bulk: np.ndarray
     """The target's checks move more than a handshake (expect https: a GET of up to 256 KiB),
     so a byte cut-off can show on it."""
+    http3: np.ndarray
+    """An HTTP/3 target (expect http3): a detail of reachability, never a judged endpoint."""
     cutoff_bytes: np.ndarray
     """Body bytes read before both GETs stalled (the larger of the two), NaN unless cut."""
     dns_mismatch: np.ndarray
@@ -449,6 +498,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
     dns, tcp = outcome(STEP_DNS), outcome(STEP_TCP)
     tls_real, tls_neutral = outcome(STEP_TLS_REAL), outcome(STEP_TLS_NEUTRAL)
     http_real, http_neutral = outcome(STEP_HTTP_REAL), outcome(STEP_HTTP_NEUTRAL)
+    handshake, quic = outcome(STEP_HANDSHAKE), outcome(STEP_QUIC)
 
     role_c, role_cats = _cat(df["role"])
     t_role_code = _scatter_max(n, tidx, role_c[rows], -1)
@@ -470,7 +520,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
     t_mismatch = _scatter_max(n, tidx, mismatch.astype(np.int64), 0) > 0
 
     # Where the contacted address came from, and whether it is IPv6 (for the no-route case).
-    is_tcp = step == STEP_TCP
+    is_tcp = (step == STEP_TCP) | (step == STEP_QUIC)  # the step that contacts the address
     source, source_cats = _cat(df["address_source"])
     from_catalog = _lookup(source, (s == "catalog" for s in source_cats), False, bool)[rows]
     from_system = _lookup(source, (s == "system" for s in source_cats), False, bool)[rows]
@@ -519,6 +569,8 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
         tls_neutral,
         http_real,
         http_neutral,
+        handshake,
+        quic,
         bogus_only=t_bogus_only,
         mismatch=t_mismatch,
         from_catalog=t_catalog,
@@ -553,6 +605,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
         real_bps=real_bps,
         neutral_bps=neutral_bps,
         bulk=expect_t == "https",
+        http3=expect_t == "http3",
         cutoff_bytes=np.where(
             fail_class == C_HTTP_CUTOFF, np.fmax(real_bytes, neutral_bytes), np.nan
         ),
@@ -571,6 +624,8 @@ def _status(
     tls_neutral: np.ndarray,
     http_real: np.ndarray,
     http_neutral: np.ndarray,
+    handshake: np.ndarray,
+    quic: np.ndarray,
     *,
     bogus_only: np.ndarray,
     mismatch: np.ndarray,
@@ -587,9 +642,15 @@ def _status(
     1. The system resolver denied the name, answered only bogons, or failed otherwise, and the
        target has no fixed address: failed at DNS (the app asks the same resolver). A target
        with a catalog address is judged by its connection instead: the app can use it.
+    1b. Expect "http3" (UDP, no TCP steps): the QUIC step decides: allow-list / deadline / no
+       record, else any failure is quic_failed, else ok.
     2. TCP connect: allow-list / deadline / no record; an IPv6 network-unreachable is the
        volunteer's missing IPv6 route (no_route); timeout or unreachable is ip_drop; reset or
        refused is rst; anything else is tcp other. Expect "tcp": done, ok.
+    2b. Expect "mtproto" / "whatsapp": the app's handshake on a fresh connection: allow-list /
+       deadline / no record; reset or refused is handshake_rst; timeout or EOF (no answer, or the
+       server's side closed) is handshake_drop; any other failure (an answer the protocol does
+       not allow) is handshake_other; else ok.
     3. TLS with the real SNI: reset is rst; timeout or EOF while the neutral twin to the same
        address completed is sni; any other failure is tls other. Expect "tls": done, ok.
     4. HTTPS GET: real-SNI throughput below THROTTLE_RATIO of the neutral's and below
@@ -609,7 +670,7 @@ def _status(
     # ringprobe always records every step, but imported data (OONI) may key the steps of one
     # endpoint apart, or skip the connect.
     tls_real = np.where((tls_real == ABSENT) & (http_real != ABSENT), OK, tls_real)
-    later = (tls_real != ABSENT) | (tls_neutral != ABSENT)
+    later = (tls_real != ABSENT) | (tls_neutral != ABSENT) | (handshake != ABSENT)
     tcp = np.where((tcp == ABSENT) & later, OK, tcp)
 
     # Step 1: DNS.
@@ -620,6 +681,8 @@ def _status(
     tcp_absent = tcp == ABSENT
     deep = np.isin(expect, ("tls", "https"))
     http = expect == "https"
+    app_handshake = np.isin(expect, HANDSHAKE_EXPECTS)
+    http3 = expect == "http3"
     tls_ok = tls_real == OK
 
     def cut(outcome: np.ndarray) -> list[np.ndarray]:
@@ -630,6 +693,11 @@ def _status(
         dns_failed & dns_nx,
         dns_failed & dns_spoof,
         dns_failed,
+        http3 & ((quic == NOT_ALLOWED) | ((quic == ABSENT) & (dns == NOT_ALLOWED))),
+        http3 & ((quic == INTERRUPTED) | ((quic == ABSENT) & (dns == INTERRUPTED))),
+        http3 & (quic == ABSENT),
+        http3 & failed(quic),
+        http3,
         tcp_absent & (dns == NOT_ALLOWED),
         tcp_absent & (dns == INTERRUPTED),
         tcp_absent,
@@ -639,6 +707,11 @@ def _status(
         np.isin(tcp, (TIMEOUT, HOST_UNREACH, NET_UNREACH)),
         np.isin(tcp, (RESET, REFUSED)),
         ~tcp_ok,
+        *[app_handshake & c for c in cut(handshake)],
+        app_handshake & np.isin(handshake, (RESET, REFUSED)),
+        app_handshake & np.isin(handshake, (TIMEOUT, EOF)),
+        app_handshake & (handshake != OK),
+        app_handshake,
         ~deep,
         *cut(tls_real),
         np.isin(tls_real, (RESET, REFUSED)),
@@ -659,12 +732,23 @@ def _status(
         (S_NOT_ALLOWED, -1),
         (S_INTERRUPTED, -1),
         (S_UNMEASURED, -1),
+        (S_FAILED, C_QUIC),
+        (S_OK, -1),
+        (S_NOT_ALLOWED, -1),
+        (S_INTERRUPTED, -1),
+        (S_UNMEASURED, -1),
         (S_NOT_ALLOWED, -1),
         (S_INTERRUPTED, -1),
         (S_NO_ROUTE, -1),
         (S_FAILED, C_TCP_DROP),
         (S_FAILED, C_TCP_RST),
         (S_FAILED, C_TCP_OTHER),
+        (S_NOT_ALLOWED, -1),
+        (S_INTERRUPTED, -1),
+        (S_FAILED, C_HS_RST),
+        (S_FAILED, C_HS_DROP),
+        (S_FAILED, C_HS_OTHER),
+        (S_OK, -1),
         (S_OK, -1),
         (S_NOT_ALLOWED, -1),
         (S_INTERRUPTED, -1),
@@ -718,6 +802,8 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     "GETs), the ones a byte cut-off can show on",
     "targets_cut": "judged endpoints whose GETs both stalled after a few KB (http_cutoff)",
     "cutoff_bytes": "the most body bytes a cut endpoint's GET read before it stalled (NA: none)",
+    "quic_targets": "HTTP/3 endpoints (expect http3) with a usable result; a detail, never judged",
+    "quic_failed": "of those, endpoints whose QUIC handshake or HTTP/3 GET failed",
     "controls": "the run's neutral control endpoints that are evidence",
     "controls_failed": "of those, failed",
     "control_share_failed": "controls_failed / controls (NA without controls)",
@@ -768,8 +854,10 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
 
     status, role = targets.status, targets.role
     has_signaling = count(np.isin(role, SIGNALING_ROLES)) > 0
-    judged = np.isin(role, SIGNALING_ROLES) | (
-        ~has_signaling[t_row] & np.isin(role, FALLBACK_ROLES)
+    # HTTP/3 endpoints are never judged: browsers and apps fall back to TCP, so QUIC failing is a
+    # detail of the verdict (quic_targets, quic_failed), not evidence that the app is blocked.
+    judged = ~targets.http3 & (
+        np.isin(role, SIGNALING_ROLES) | (~has_signaling[t_row] & np.isin(role, FALLBACK_ROLES))
     )
     evidence = judged & np.isin(status, EVIDENCE_STATUSES)
     failed = judged & (status == S_FAILED)
@@ -863,6 +951,8 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
             "throughput_neutral_bps": neutral,
             "throughput_ratio": ratio,
             "bulk_targets": n_bulk,
+            "quic_targets": count(targets.http3 & np.isin(status, EVIDENCE_STATUSES)),
+            "quic_failed": count(targets.http3 & (status == S_FAILED)),
             "targets_cut": count(is_cut),
             "cutoff_bytes": cutoff_bytes,
             "controls": c_n,
@@ -883,6 +973,8 @@ __all__ = [
     "FAILURE_KINDS",
     "FAIL_CLASSES",
     "FEATURE_COLUMNS",
+    "HANDSHAKE_CHECKS",
+    "HANDSHAKE_EXPECTS",
     "MIN_BASELINE_RUNS",
     "MIN_THROUGHPUT_BYTES",
     "PARTIAL_SHARE",

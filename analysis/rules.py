@@ -51,6 +51,9 @@ MECHANISMS: Final = (
     "dns_nxdomain",
     "ip_drop",
     "rst",
+    # Not in METHOD.md's list: issue 5 names it for a TCP connection that opens while the app's
+    # protocol handshake (MTProto resPQ, WhatsApp ServerHello) never answers.
+    "handshake_drop",
     "sni",
     "stun_fingerprint",
     "port",
@@ -283,6 +286,28 @@ def _explain_ok(f: pd.DataFrame) -> pd.Series:
     return worked + " " + app_name(f["app"]) + " endpoints worked"
 
 
+def _quic_failed(f: pd.DataFrame) -> pd.Series:
+    return (
+        "; HTTP/3 failed on "
+        + _n(f["quic_failed"])
+        + " of "
+        + _n(f["quic_targets"])
+        + " endpoints while TCP worked (a detail: browsers and apps fall back to TCP)"
+    )
+
+
+def _explain_ok_quic(f: pd.DataFrame) -> pd.Series:
+    return _explain_ok(f) + _quic_failed(f)
+
+
+def _explain_control_ok_quic(f: pd.DataFrame) -> pd.Series:
+    return _explain_control_ok(f) + _quic_failed(f)
+
+
+def _http3_failed(f: pd.DataFrame) -> pd.Series[bool]:
+    return (f["quic_targets"] > 0) & (f["quic_failed"] >= BLOCK_SHARE * f["quic_targets"])
+
+
 # --- conditions -----------------------------------------------------------------------------------
 
 
@@ -305,6 +330,9 @@ def _short(layer: str, mechanism: str | None) -> str:
 
 # Judged over the endpoints a cut can show on, not all of them: BYTE_CUTOFF_RULE.
 _OWN_RULE: Final = ("tcp", "byte_cutoff")
+# HTTP/3 endpoints are never judged (features.app_features), so no "blocked" rule reads QUIC;
+# QUIC failing is reported by the ok rules' quic variants.
+_DETAIL_LAYER: Final = "quic"
 
 
 def _blocked_rules() -> list[Rule]:
@@ -313,7 +341,7 @@ def _blocked_rules() -> list[Rule]:
     pairs = [
         pair
         for pair in dict.fromkeys((c.layer, c.mechanism) for c in FAIL_CLASSES)
-        if pair != _OWN_RULE
+        if pair != _OWN_RULE and pair[0] != _DETAIL_LAYER
     ]
     return [
         Rule(
@@ -383,6 +411,16 @@ RULES: Final[tuple[Rule, ...]] = (
         f"the neutral controls' own row: share_failed >= {CONTROL_FAIL_SHARE}",
     ),
     Rule(
+        "control_ok_http3_failed",
+        "ok",
+        "quic",
+        None,
+        lambda f: f["is_control"].astype(bool) & _http3_failed(f),
+        _explain_control_ok_quic,
+        f"the neutral controls' own row: share_failed < {CONTROL_FAIL_SHARE}, and HTTP/3 failed "
+        f"on >= {BLOCK_SHARE} of the HTTP/3 endpoints",
+    ),
+    Rule(
         "control_ok",
         "ok",
         None,
@@ -443,6 +481,16 @@ RULES: Final[tuple[Rule, ...]] = (
         f"signaling works (share_failed < {PARTIAL_SHARE}) and an endpoint's real-SNI HTTPS "
         f"rate < {THROTTLE_RATIO} x the neutral SNI's to the same address and < "
         f"{THROTTLE_MAX_BPS} bit/s (both GETs >= 32 KiB), none contradicting",
+    ),
+    Rule(
+        "ok_http3_failed",
+        "ok",
+        "quic",
+        None,
+        _http3_failed,
+        _explain_ok_quic,
+        f"signaling works, and HTTP/3 failed on >= {BLOCK_SHARE} of the app's HTTP/3 endpoints "
+        "(quic_failed / quic_targets): reported as a detail, the app falls back to TCP",
     ),
     Rule(
         "ok",

@@ -73,6 +73,8 @@ VERDICT_COLUMNS: Final[dict[str, str]] = {
     "bulk_targets": "int64",
     "targets_cut": "int64",
     "cutoff_bytes": "float64",
+    "quic_targets": "int64",
+    "quic_failed": "int64",
     "controls": "int64",
     "controls_failed": "int64",
     "probe_cc": "string",

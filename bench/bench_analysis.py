@@ -79,6 +79,10 @@ def _blocked(mechanism: str) -> FateFor:
             return Fate(tls_real=Failure.CONNECTION_RESET)
         if mechanism == "tls_sni":
             return Fate(tls_real=Failure.GENERIC_TIMEOUT)
+        if mechanism == "handshake_drop":
+            return Fate(handshake=Failure.GENERIC_TIMEOUT)
+        if mechanism == "handshake_rst":
+            return Fate(handshake=Failure.CONNECTION_RESET)
         # Address-only targets cannot be DNS-blocked: the censor drops them instead.
         return Fate(tcp=Failure.GENERIC_TIMEOUT)
 
@@ -101,7 +105,13 @@ def _partial(target: Target, rng: random.Random) -> Fate:
 
 
 def _degraded(target: Target, rng: random.Random) -> Fate:
-    return Fate(tcp=Failure.GENERIC_TIMEOUT) if rng.random() < 0.85 else Fate()
+    lost = Fate(tcp=Failure.GENERIC_TIMEOUT, quic=Failure.GENERIC_TIMEOUT)
+    return lost if rng.random() < 0.85 else Fate()
+
+
+def _quic_dropped(target: Target, rng: random.Random) -> Fate:
+    # QUIC v1 Initials dropped network-wide (METHOD.md, 2022): HTTP/3 fails, TCP is untouched.
+    return Fate(quic=Failure.GENERIC_TIMEOUT)
 
 
 def _ok(target: Target, rng: random.Random) -> Fate:
@@ -129,17 +139,31 @@ def pick_scenario(rng: random.Random) -> Scenario:
         return Scenario("ok", {}, no_ipv6=rng.random() < 0.3)
     if roll < 0.62:
         mechanism = rng.choice(
-            ("dns_spoof", "dns_nxdomain", "dns_mismatch", "ip_drop", "rst", "tls_rst", "tls_sni")
+            (
+                "dns_spoof",
+                "dns_nxdomain",
+                "dns_mismatch",
+                "ip_drop",
+                "rst",
+                "tls_rst",
+                "tls_sni",
+                "handshake_drop",
+                "handshake_rst",
+            )
         )
         if mechanism.startswith("tls"):
             app = "signal"  # the only app whose signaling speaks TLS
+        if mechanism.startswith("handshake"):
+            app = rng.choice(("whatsapp", "telegram"))  # the apps with a protocol handshake
         return Scenario(f"blocked:{app}:{mechanism}", {app: _blocked(mechanism)})
     if roll < 0.72:
         return Scenario(f"throttled:{app}", {app: _throttled})
     if roll < 0.78:
         return Scenario(f"partial:{app}", {app: _partial})
-    if roll < 0.85:
+    if roll < 0.82:
         return Scenario("degraded", {}, everyone=_degraded)
+    if roll < 0.85:
+        return Scenario("quic_dropped", {}, everyone=_quic_dropped)
     if roll < 0.92:
         return Scenario("deadline", {}, deadline_cut=rng.uniform(0.3, 1.0))
     if roll < 0.96:
@@ -236,6 +260,32 @@ def _dns_details(resolver: str, host: str, addrs: list[str], rcode: str | None) 
     return details
 
 
+def _quic(
+    w: _Writer, target: Target, address: str, tx: int, failure: str | None, source: str
+) -> None:
+    details: dict[str, Any] = {"address_source": source, "handshake_done": failure is None}
+    if failure is None:
+        details.update(quic_version=1, alpn="h3", status_code=200, body_bytes=1256)
+    w.add(target, address, "quic", tx, failure, details, {"handshake": 0.05})
+
+
+def _handshake(w: _Writer, target: Target, address: str, tx: int, failure: str | None) -> None:
+    answered = failure is None
+    if target.expect == "mtproto":
+        check = "mtproto"
+        details: dict[str, Any] = {
+            "framing": "intermediate",
+            "dc_id": target.dc,
+            "res_pq": answered,
+        }
+        details["bytes_sent"] = 108
+    else:
+        check = "whatsapp_chat"
+        details = {"server_hello": answered, "bytes_sent": 43}
+    details["bytes_received"] = 84 if answered else 0
+    w.add(target, address, check, tx, failure, details, {"connect": 0.03, "answer": 0.06})
+
+
 def _transaction(w: _Writer, target: Target, tx: int, fate: Fate, cut: bool) -> None:
     """The records the runner writes for one target (see probe/runner.py _measure_target)."""
     address = target.address
@@ -272,8 +322,13 @@ def _transaction(w: _Writer, target: Target, tx: int, fate: Fate, cut: bool) -> 
     source = "catalog" if target.address else ("system" if not fate.dns_bogus else "doh")
     if target.address is None and fate.dns is not None:
         source = "doh"
+    if target.transport == "udp":
+        _quic(w, target, address, tx, Failure.INTERRUPTED if cut else fate.quic, source)
+        return
     tcp = Failure.INTERRUPTED if cut else fate.tcp
     w.add(target, address, "tcp_connect", tx, tcp, {"address_source": source}, {"connect": 0.03})
+    if tcp is None and target.expect in ("mtproto", "whatsapp"):
+        _handshake(w, target, address, tx, fate.handshake)
     if tcp is not None or target.expect not in ("tls", "https"):
         return
     handshakes = {"real": fate.tls_real, "neutral": fate.tls_neutral}

@@ -37,7 +37,7 @@ from analysis.features import (
     step_of,
 )
 
-STEPS = ("dns", "tcp", "tls_real", "tls_neutral", "http_real", "http_neutral")
+STEPS = ("dns", "tcp", "tls_real", "tls_neutral", "http_real", "http_neutral", "handshake", "quic")
 
 
 def iter_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
@@ -123,10 +123,12 @@ def _status(t: _Target) -> tuple[str, str | None]:
     tls_neutral = t.steps.get("tls_neutral", -1)
     http_real = t.steps.get("http_real", -1)
     http_neutral = t.steps.get("http_neutral", -1)
+    handshake = t.steps.get("handshake", -1)
+    quic = t.steps.get("quic", -1)
     # A later step's record implies the earlier ones worked, as analysis.features reads it.
     if tls_real == -1 and http_real != -1:
         tls_real = af.OK
-    if tcp == -1 and (tls_real != -1 or tls_neutral != -1):
+    if tcp == -1 and (tls_real != -1 or tls_neutral != -1 or handshake != -1):
         tcp = af.OK
     dns_nx = dns == af.DNS_DENY
     dns_spoof = dns == af.DNS_BOGON or (dns == af.OK and t.bogus_only)
@@ -136,6 +138,16 @@ def _status(t: _Target) -> tuple[str, str | None]:
         if dns_spoof:
             return "failed", "dns_spoof"
         return "failed", "dns_other"
+    if t.expect == "http3":
+        if quic == af.NOT_ALLOWED or (quic == -1 and dns == af.NOT_ALLOWED):
+            return "not_allowed", None
+        if quic == af.INTERRUPTED or (quic == -1 and dns == af.INTERRUPTED):
+            return "interrupted", None
+        if quic == -1:
+            return "unmeasured", None
+        if _failed(quic):
+            return _spoofed(t, ("failed", "quic_failed"))
+        return "ok", None
     if tcp == -1:
         if dns == af.NOT_ALLOWED:
             return "not_allowed", None
@@ -155,6 +167,19 @@ def _status(t: _Target) -> tuple[str, str | None]:
         result = ("failed", "tcp_rst")
     elif tcp != af.OK:
         result = ("failed", "tcp_other")
+    elif t.expect in ("mtproto", "whatsapp"):
+        if handshake == af.NOT_ALLOWED:
+            return "not_allowed", None
+        if handshake in (af.INTERRUPTED, -1):
+            return "interrupted", None
+        if handshake in (af.RESET, af.REFUSED):
+            result = ("failed", "handshake_rst")
+        elif handshake in (af.TIMEOUT, af.EOF):
+            result = ("failed", "handshake_drop")
+        elif handshake != af.OK:
+            result = ("failed", "handshake_other")
+        else:
+            return "ok", None
     elif t.expect not in ("tls", "https"):
         return "ok", None
     elif tls_real == af.NOT_ALLOWED:
@@ -185,6 +210,11 @@ def _status(t: _Target) -> tuple[str, str | None]:
         result = ("failed", "http_other")
     else:
         return "ok", None
+    return _spoofed(t, result)
+
+
+def _spoofed(t: _Target, result: tuple[str, str | None]) -> tuple[str, str | None]:
+    """A failed connection to a system answer the other resolvers disputed is DNS spoofing."""
     if t.mismatch and t.from_system:
         return "failed", "dns_spoof"
     return result
@@ -263,7 +293,7 @@ def judge(
                 t.bogus_only = True
             if details.get("consistent") is False:
                 t.mismatch = True
-        if step == "tcp":
+        if step in ("tcp", "quic"):  # the step that contacts the address
             source = details.get("address_source")
             t.from_catalog |= source == "catalog"
             t.from_system |= source == "system"
@@ -286,6 +316,8 @@ def judge(
             "fast": 0,
             "bulk": 0,
             "cut": 0,
+            "quic": 0,
+            "quic_failed": 0,
             "signaling": False,
         }
         for key in apps
@@ -301,6 +333,11 @@ def judge(
             figures[(run_id, app)]["signaling"] = True
     for key, t, status, cls in statuses:
         f = figures[key]
+        if t.expect == "http3":
+            # A detail of the verdict, never judged (analysis.features.app_features).
+            f["quic"] += status in ("ok", "throttled", "failed")
+            f["quic_failed"] += status == "failed"
+            continue
         judged = t.role in SIGNALING_ROLES or (not f["signaling"] and t.role in FALLBACK_ROLES)
         if judged and status in ("ok", "throttled", "failed"):
             f["targets"] += 1
@@ -348,9 +385,12 @@ def _rules(app: str, f: dict[str, Any], controls: tuple[int, int]) -> tuple[str,
         return "inconclusive", "interrupted"
     if n == 0 or share is None:
         return "inconclusive", "no_evidence"
+    quic_failed = f["quic"] > 0 and f["quic_failed"] >= BLOCK_SHARE * f["quic"]
     if app == CONTROL_APP:
         if share >= CONTROL_FAIL_SHARE:
             return "network_degraded", "control_failed"
+        if quic_failed:
+            return "ok", "control_ok_http3_failed"
         return "ok", "control_ok"
     if share >= PARTIAL_SHARE and c_n == 0:
         return "inconclusive", "no_controls"
@@ -372,6 +412,8 @@ def _rules(app: str, f: dict[str, Any], controls: tuple[int, int]) -> tuple[str,
         return "inconclusive", "throttle_contradicted"
     if f["throttled"] > 0:
         return "throttled", "sni_throttled"
+    if quic_failed:
+        return "ok", "ok_http3_failed"
     return "ok", "ok"
 
 

@@ -25,8 +25,16 @@ TRANSPORTS: Final = ("tcp", "udp")
 
 # What a target normally answers when nothing interferes; it decides which checks the runner plans.
 # "tcp": accepts a TCP connection; "tls": completes a TLS handshake; "https": serves an HTTPS GET;
+# "mtproto": a Telegram data center, answers req_pq_multi with resPQ over obfuscated2 (TCP);
+# "whatsapp": a WhatsApp chat server, answers the WA prologue with a ServerHello (TCP);
+# "http3": serves an HTTP/3 GET over QUIC (UDP): a detail of reachability, never judged;
 # "unknown": informational only (analysis must not read its silence as interference).
-EXPECTS: Final = ("tcp", "tls", "https", "unknown")
+EXPECTS: Final = ("tcp", "tls", "https", "mtproto", "whatsapp", "http3", "unknown")
+# The expects a target on each transport may have (the catalog loader enforces it).
+EXPECTS_BY_TRANSPORT: Final = {
+    "tcp": ("tcp", "tls", "https", "mtproto", "whatsapp", "unknown"),
+    "udp": ("http3", "unknown"),
+}
 
 APPS: Final = ("whatsapp", "telegram", "signal", "control")
 
@@ -128,7 +136,9 @@ class Target:
     """Fixed address; when both host and address are given, the address is contacted and the host
     is still resolved (so DNS tampering shows)."""
     path: str = "/"
-    """Path of the HTTPS GET for ``expect = "https"`` targets."""
+    """Path of the HTTPS or HTTP/3 GET for ``expect = "https"`` and ``"http3"`` targets."""
+    dc: int | None = None
+    """Telegram data center id, sent in the obfuscated2 init (``expect = "mtproto"`` only)."""
     note: str = ""
     """Free text for humans."""
 

@@ -1,8 +1,11 @@
 """Plan checks from the catalog, run them concurrently under limits and deadlines, stream records.
 
 For each target the runner makes one *transaction* (one transaction id): resolve the host with every
-configured resolver, pick the address to contact, then TCP connect, TLS with the real and with a
-neutral SNI, and an HTTPS GET, as far as the target's ``expect`` says it normally answers. Each
+configured resolver, pick the address to contact, then, as far as the target's ``expect`` says it
+normally answers: TCP connect; then TLS with the real and with a neutral SNI and an HTTPS GET
+("tls", "https"), or the app's own first round trip ("mtproto": resPQ from a Telegram DC,
+"whatsapp": a chat server's ServerHello). A UDP target expecting "http3" gets a QUIC handshake and
+an HTTP/3 GET instead of the TCP steps. Each
 record is written (one flushed JSON line) the moment its check finishes, so an interrupted run keeps
 everything it measured; the run's manifest says whether it completed, hit its deadline or was
 interrupted.
@@ -27,7 +30,9 @@ from probe.checks.base import CheckContext
 from probe.model import SCHEMA_VERSION, Failure, Record, Target
 from probe.scrub import Scrubber
 
-DEFAULT_CONCURRENCY = 64
+# Above the built-in catalog's 70 targets, so a network that drops every app address costs one
+# check timeout, not two waves of them (bench/bench_signaling.py); 256 was measured at 49 MB RSS.
+DEFAULT_CONCURRENCY = 128
 DEFAULT_PER_HOST = 4
 DEFAULT_DEADLINE = 300.0
 
@@ -187,7 +192,7 @@ class Runner:
 
     async def _measure_target(self, target: Target, tx: int) -> None:
         # Imported here: the checks pull in aiohttp and dnspython, which `--help` must not pay for.
-        from probe.checks import dns, doh, http, tcp, tls
+        from probe.checks import dns, doh, tcp
 
         address = target.address
         source = "catalog"
@@ -208,13 +213,45 @@ class Runner:
         if address is None:
             return
         if target.transport != "tcp":
-            self._emit(Event("skipped", target=target, reason="no UDP check in this version"))
+            await self._udp_steps(target, address, source, tx)
             return
         connect = await self._step(address, tcp.tcp_connect, target, address, tx)
         connect.details["address_source"] = source
         self._write(connect)
-        if connect.failure is not None or target.expect not in ("tls", "https"):
+        if connect.failure is not None:
             return
+        if target.expect in ("mtproto", "whatsapp"):
+            await self._handshake_step(target, address, source, tx)
+        elif target.expect in ("tls", "https"):
+            await self._tls_steps(target, address, tx)
+
+    async def _udp_steps(self, target: Target, address: str, source: str, tx: int) -> None:
+        if target.expect != "http3":
+            self._emit(Event("skipped", target=target, reason=f"no UDP check for {target.expect}"))
+            return
+        from probe.checks import quic  # aioquic: loaded only by runs that use it
+
+        record = await self._step(address, quic.quic_get, target, address, tx)
+        record.details["address_source"] = source
+        self._write(record)
+
+    async def _handshake_step(self, target: Target, address: str, source: str, tx: int) -> None:
+        """The app's first round trip on a fresh connection: what a DPI that lets the TCP handshake
+        through and then drops the app's protocol stops."""
+        from probe.checks import mtproto, whatsapp
+
+        if target.expect == "mtproto":
+            record = await self._step(
+                address, mtproto.mtproto_handshake, target, address, tx, dc_id=target.dc
+            )
+        else:
+            record = await self._step(address, whatsapp.whatsapp_chat, target, address, tx)
+        record.details["address_source"] = source
+        self._write(record)
+
+    async def _tls_steps(self, target: Target, address: str, tx: int) -> None:
+        from probe.checks import http, tls
+
         handshakes = await asyncio.gather(
             *(
                 self._step(address, tls.tls_handshake, target, address, tx, sni_kind=kind)

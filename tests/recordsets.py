@@ -4,7 +4,8 @@ A run is described by a ``Fate`` per target (what the network did to each step);
 plans the steps the way ``probe.runner`` does (DNS with every resolver when the target has a
 host, the address from the catalog or the system resolver's first non-bogus answer, TCP connect,
 TLS with the real and the neutral SNI for tls/https targets, HTTPS GETs for https targets, the
-neutral GET only after a good neutral handshake) and returns ``probe.model.Record`` objects, each
+neutral GET only after a good neutral handshake, the app's handshake for mtproto/whatsapp targets,
+a QUIC check instead of TCP for http3 targets) and returns ``probe.model.Record`` objects, each
 checked against the JSON Schema. ``write_runs`` writes them as JSON Lines for ``analysis.load``.
 """
 
@@ -48,6 +49,10 @@ class Fate:
     tls_neutral: str | None = None
     http_real: str | None = None
     http_neutral: str | None = None
+    handshake: str | None = None
+    """The mtproto / whatsapp_chat check after a good TCP connect."""
+    quic: str | None = None
+    """The quic check of an http3 target (UDP: no TCP step)."""
     real_bps: float = FAST_BPS
     neutral_bps: float = FAST_BPS
     real_bytes: int = BODY
@@ -182,7 +187,16 @@ def _transaction(run: _Run, target: Target, tx: int, fate: Fate, doh: bool) -> N
     if address is None:
         return
     source = _source(target, fate, address)
+    if target.transport == "udp":
+        if target.expect == "http3":
+            details: dict[str, Any] = {"address_source": source, "handshake_done": False}
+            if fate.quic is None:
+                details.update(handshake_done=True, quic_version=1, alpn="h3", status_code=200)
+            run.add(target, address, "quic", tx, fate.quic, details)
+        return
     run.add(target, address, "tcp_connect", tx, fate.tcp, {"address_source": source})
+    if fate.tcp is None and target.expect in ("mtproto", "whatsapp"):
+        _handshake(run, target, address, tx, fate.handshake)
     if fate.tcp is not None or target.expect not in ("tls", "https"):
         return
     outcome = {"real": fate.tls_real, "neutral": fate.tls_neutral}
@@ -216,6 +230,21 @@ def _transaction(run: _Run, target: Target, tx: int, fate: Fate, doh: bool) -> N
             "throughput_bps": bps,
         }
         run.add(target, address, "http_get", tx, failure, details, {"first_byte": 0.1})
+
+
+def _handshake(run: _Run, target: Target, address: str, tx: int, failure: str | None) -> None:
+    """The mtproto or whatsapp_chat record, with the details those checks write."""
+    answered = failure is None
+    if target.expect == "mtproto":
+        check, flag = "mtproto", "res_pq"
+        details: dict[str, Any] = {"framing": "intermediate", "bytes_sent": 112}
+        if target.dc is not None:
+            details["dc_id"] = target.dc
+    else:
+        check, flag = "whatsapp_chat", "server_hello"
+        details = {"bytes_sent": 40}
+    details.update({flag: answered, "bytes_received": 84 if answered else 0})
+    run.add(target, address, check, tx, failure, details)
 
 
 FateSpec = Mapping[str, Fate] | Callable[[Target], Fate]

@@ -72,7 +72,7 @@ DEFAULT_DOH_URL = "https://1.1.1.1/dns-query"
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1024),
-    default=64,
+    default=128,  # probe.runner.DEFAULT_CONCURRENCY, not imported: --help must stay light
     show_default=True,
     help="Checks in flight at once.",
 )

@@ -535,6 +535,7 @@ def render_catalog(plan: Plan, lab_name: str) -> str:
             ("transport", target.transport),
             ("expect", target.expect),
             ("path", target.path if target.path != "/" else None),
+            ("dc", target.dc),
             ("source", target.source),
             ("date", target.date),
             ("note", target.note or None),

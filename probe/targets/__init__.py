@@ -38,9 +38,13 @@ source     yes       where the endpoint was learned (URL or document)
 date       yes       when the source was checked, ``YYYY-MM-DD``
 host       one of    a DNS name, resolved at run time
 address    the two   an IP address, contacted directly (the host, if any, is still resolved)
-path       no        path of the HTTPS GET, starts with ``/`` (default ``/``)
+path       no        path of the HTTPS or HTTP/3 GET, starts with ``/`` (default ``/``)
+dc         no        Telegram DC id for the obfuscated2 init (``expect = "mtproto"`` only)
 note       no        free text for humans (default empty)
 =========  ========  ===================================================================
+
+The expect must suit the transport (``probe.model.EXPECTS_BY_TRANSPORT``: "mtproto" and
+"whatsapp" are TCP, "http3" is UDP), and "tls", "https" and "http3" need a host (it is the SNI).
 
 Every problem raises :class:`probe.errors.CatalogError` naming the file (a path, or the package
 resource such as ``probe/targets/telegram.toml``), the entry (its id, or ``#N`` for the N-th
@@ -63,7 +67,16 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from probe.errors import CatalogError
-from probe.model import APPS, EXPECTS, ROLES, TRANSPORTS, Role, Target, Transport
+from probe.model import (
+    APPS,
+    EXPECTS,
+    EXPECTS_BY_TRANSPORT,
+    ROLES,
+    TRANSPORTS,
+    Role,
+    Target,
+    Transport,
+)
 
 __all__ = ["BUILTIN_FILES", "Catalog", "builtin_catalog", "load_catalog"]
 
@@ -71,7 +84,7 @@ __all__ = ["BUILTIN_FILES", "Catalog", "builtin_catalog", "load_catalog"]
 BUILTIN_FILES: Final = ("whatsapp.toml", "telegram.toml", "signal.toml", "control.toml")
 
 _REQUIRED: Final = ("id", "app", "role", "port", "transport", "expect", "source", "date")
-_OPTIONAL: Final = ("host", "address", "path", "note")
+_OPTIONAL: Final = ("host", "address", "path", "dc", "note")
 _FIELDS: Final = _REQUIRED + _OPTIONAL
 _TOP_LEVEL: Final = ("defaults", "target")
 
@@ -258,9 +271,17 @@ def _target(source: str, position: int, fields: Mapping[str, Any]) -> Target:
     values = {key: _FIELD_CHECKS[key](source, entry, fields[key]) for key in fields}
     if values.get("host") is None and values.get("address") is None:
         raise CatalogError(source, "needs 'host' or 'address' (or both)", entry=entry)
-    if values["expect"] in ("tls", "https") and values.get("host") is None:
-        # The TLS checks send the host as SNI and verify the certificate against it.
-        raise CatalogError(source, f"expect {values['expect']!r} needs a 'host'", entry=entry)
+    expect, transport = cast(str, values["expect"]), cast(str, values["transport"])
+    if expect not in EXPECTS_BY_TRANSPORT[transport]:
+        suited = ", ".join(EXPECTS_BY_TRANSPORT[transport])
+        raise CatalogError(
+            source, f"expect {expect!r} is not for {transport} (known: {suited})", entry=entry
+        )
+    if expect in ("tls", "https", "http3") and values.get("host") is None:
+        # The TLS and QUIC checks send the host as SNI and verify the certificate against it.
+        raise CatalogError(source, f"expect {expect!r} needs a 'host'", entry=entry)
+    if values.get("dc") is not None and expect != "mtproto":
+        raise CatalogError(source, "'dc' is only for expect \"mtproto\"", entry=entry)
 
     return Target(
         id=cast(str, values["id"]),
@@ -274,6 +295,7 @@ def _target(source: str, position: int, fields: Mapping[str, Any]) -> Target:
         host=cast("str | None", values.get("host")),
         address=cast("str | None", values.get("address")),
         path=cast(str, values.get("path", "/")),
+        dc=cast("int | None", values.get("dc")),
         note=cast(str, values.get("note", "")),
     )
 
@@ -375,6 +397,16 @@ def _check_path(source: str, entry: str, value: object) -> str:
     return text
 
 
+def _check_dc(source: str, entry: str, value: object) -> int:
+    # obfuscated2 carries the DC id as a signed little-endian int16 (core.telegram.org/mtproto/
+    # mtproto-transports#transport-obfuscation); 0 names no data center.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CatalogError(source, f"dc must be an integer, not {_kind(value)}", entry=entry)
+    if value == 0 or not -32768 <= value <= 32767:
+        raise CatalogError(source, f"dc {value} is not a data center id", entry=entry)
+    return value
+
+
 def _field(
     key: str, check: Callable[[str, str, str, object], str]
 ) -> Callable[[str, str, object], str]:
@@ -396,6 +428,7 @@ _FIELD_CHECKS: Final[dict[str, Callable[[str, str, object], object]]] = {
     "host": _check_host,
     "address": _check_address,
     "path": _check_path,
+    "dc": _check_dc,
     "note": _field("note", _string),
 }
 

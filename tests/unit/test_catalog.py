@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probe.errors import CatalogError
-from probe.model import APPS, EXPECTS, ROLES, TRANSPORTS, Target
+from probe.model import APPS, EXPECTS, EXPECTS_BY_TRANSPORT, ROLES, TRANSPORTS, Target
 from probe.targets import BUILTIN_FILES, Catalog, builtin_catalog, load_catalog
 
 CHECKED = "2026-11-28"
@@ -73,6 +73,9 @@ def to_toml(document: Mapping[str, Any]) -> str:
     elif "target" in document:
         lines.insert(0, f"target = {_value(targets)}")
     return "\n".join(lines) + "\n"
+
+
+NEEDS_HOST = ("tls", "https", "http3")  # the SNI of the TLS and QUIC checks
 
 
 def valid_entry(**changes: Any) -> dict[str, Any]:
@@ -143,7 +146,7 @@ def test_builtin_ids_are_unique() -> None:
 
 def test_builtin_counts_per_app() -> None:
     counts = Counter(t.app for t in builtin_catalog())
-    assert counts == {"whatsapp": 36, "telegram": 21, "signal": 7, "control": 3}
+    assert counts == {"whatsapp": 37, "telegram": 22, "signal": 7, "control": 4}
 
 
 def test_whatsapp_e_hosts_on_443_and_5222_speak_noise_not_tls() -> None:
@@ -157,7 +160,7 @@ def test_whatsapp_e_hosts_on_443_and_5222_speak_noise_not_tls() -> None:
     assert {t.id for t in e_hosts} == {
         f"wa-e{n}-{port}" for n in range(1, 17) for port in (443, 5222)
     }
-    assert {(t.role, t.expect, t.transport) for t in e_hosts} == {("signaling", "tcp", "tcp")}
+    assert {(t.role, t.expect, t.transport) for t in e_hosts} == {("signaling", "whatsapp", "tcp")}
 
 
 def test_whatsapp_web_and_registration() -> None:
@@ -194,9 +197,14 @@ def test_telegram_dcs() -> None:
         ("tg-dc4-v6-443", "2001:67c:4e8:f004::a", 443),
         ("tg-dc5-v6-443", "2001:b28:f23f:f005::a", 443),
     ]
-    assert {(t.role, t.expect) for t in v4 + v6} == {("signaling", "tcp")}
+    assert {(t.role, t.expect) for t in v4 + v6} == {("signaling", "mtproto")}
+    # The DC id each address belongs to, for the obfuscated2 init (from its id: tg-dc<N>-...).
+    assert all(t.dc == int(t.id[5]) for t in v4 + v6)
     web = [t for t in telegram if t.role == "web"]
-    assert [(t.host, t.port, t.expect) for t in web] == [("web.telegram.org", 443, "https")]
+    assert [(t.host, t.port, t.transport, t.expect) for t in web] == [
+        ("web.telegram.org", 443, "tcp", "https"),
+        ("web.telegram.org", 443, "udp", "http3"),
+    ]
 
 
 def test_signal_and_controls() -> None:
@@ -339,7 +347,31 @@ ENTRY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("app", valid_entry(app="viber"), "unknown app 'viber' (known: whatsapp, telegram"),
     ("transport", valid_entry(transport="sctp"), "unknown transport 'sctp' (known: tcp, udp)"),
-    ("expect", valid_entry(expect="x"), "unknown expect 'x' (known: tcp, tls, https, unknown)"),
+    (
+        "expect",
+        valid_entry(expect="x"),
+        "unknown expect 'x' (known: tcp, tls, https, mtproto, whatsapp, http3, unknown)",
+    ),
+    (
+        "expect-udp",
+        valid_entry(transport="udp"),
+        "expect 'tcp' is not for udp (known: http3, unknown)",
+    ),
+    (
+        "expect-tcp",
+        valid_entry(expect="http3", host="www.example.com"),
+        "expect 'http3' is not for tcp (known: tcp, tls, https, mtproto, whatsapp, unknown)",
+    ),
+    (
+        "http3-no-host",
+        valid_entry(transport="udp", expect="http3"),
+        "expect 'http3' needs a 'host'",
+    ),
+    ("dc-not-mtproto", valid_entry(dc=2), "'dc' is only for expect \"mtproto\""),
+    ("dc-type", valid_entry(expect="mtproto", dc="2"), "dc must be an integer, not a string"),
+    ("dc-bool", valid_entry(expect="mtproto", dc=True), "dc must be an integer, not a boolean"),
+    ("dc-zero", valid_entry(expect="mtproto", dc=0), "dc 0 is not a data center id"),
+    ("dc-range", valid_entry(expect="mtproto", dc=40000), "dc 40000 is not a data center id"),
     ("expect-type", valid_entry(expect=["tcp"]), "expect must be a string, not an array"),
     ("missing", valid_entry(port=None), "missing field 'port'"),
     ("unknown-field", {**valid_entry(), "prot": 443}, "unknown field 'prot' (did you mean 'port'"),
@@ -615,7 +647,9 @@ _valid_entries = st.lists(
         host=st.sampled_from([None, "www.example.com", "a-b.example.org."]),
         note=st.text(max_size=30),
         date=st.dates(min_value=datetime.date(2000, 1, 1), max_value=datetime.date(2100, 1, 1)),
-    ).filter(lambda e: "host" in e or ("address" in e and e["expect"] in ("tcp", "unknown"))),
+    )
+    .filter(lambda e: e["expect"] in EXPECTS_BY_TRANSPORT[e["transport"]])
+    .filter(lambda e: "host" in e or ("address" in e and e["expect"] not in NEEDS_HOST)),
     min_size=1,
     max_size=5,
 )

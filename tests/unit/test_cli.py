@@ -44,6 +44,16 @@ def test_version() -> None:
     assert __version__ in result.output
 
 
+def test_run_option_defaults_are_the_runners() -> None:
+    # The CLI spells the defaults out (importing the runner would slow --help down).
+    from probe.runner import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_PER_HOST
+
+    params = {p.name: p.default for p in cli.commands["run"].params}  # type: ignore[attr-defined]
+    assert params["concurrency"] == DEFAULT_CONCURRENCY
+    assert params["per_host"] == DEFAULT_PER_HOST
+    assert params["deadline"] == DEFAULT_DEADLINE
+
+
 def test_help_does_not_import_heavy_modules() -> None:
     code = (
         "import sys\n"

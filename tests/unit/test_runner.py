@@ -22,7 +22,10 @@ from probe.checks import tcp
 from probe.checks.base import CheckContext, measured
 from probe.model import Failure, Record, Target, TargetRef
 from probe.runner import Limits, RunOutput, choose_address, execute
+from tests.fakes.signaling_server import FakeSignalingServer
 from tests.recordcheck import assert_valid
+from tests.unit.test_check_mtproto import res_pq_answer
+from tests.unit.test_check_whatsapp import hello_answer
 
 
 def _target(tid: str, address: str, port: int, expect: str = "tcp") -> Target:
@@ -247,3 +250,74 @@ def test_interrupted_run_keeps_records_and_says_so(tmp_path: Path, signum: int) 
     data = json.loads(manifest.read_text())
     assert data["status"] == "interrupted"
     assert data["records"] == 1
+
+
+# --- what the runner plans after the TCP connect --------------------------------------------------
+
+
+def _app_target(tid: str, app: str, port: int, expect: str, dc: int | None = None) -> Target:
+    return Target(
+        id=tid, app=app, role="signaling", port=port, transport="tcp", expect=expect,
+        source="test", date="2026-11-28", address="127.0.0.1", dc=dc,
+    )  # fmt: skip
+
+
+async def _run(tmp_path: Path, targets: list[Target], timeout: float = 1.0) -> list[dict[str, Any]]:
+    ctx = CheckContext(timeout=timeout)
+    output = RunOutput(tmp_path, ctx, len(targets), {})
+    result = await execute(targets, ctx, output)
+    assert result.status == "complete"
+    return _lines(result.records_path)
+
+
+async def test_a_data_center_gets_the_mtproto_handshake_after_its_connect(tmp_path: Path) -> None:
+    async with FakeSignalingServer("answer", res_pq_answer()) as srv:
+        rows = await _run(tmp_path, [_app_target("dc", "telegram", srv.port, "mtproto", dc=2)])
+    assert [row["check"] for row in rows] == ["tcp_connect", "mtproto"]
+    handshake = rows[1]
+    assert handshake["failure"] is None
+    assert handshake["details"]["res_pq"] is True
+    assert handshake["details"]["dc_id"] == 2
+    assert handshake["details"]["address_source"] == "catalog"
+    assert handshake["transaction_id"] == rows[0]["transaction_id"]
+    assert handshake["target"]["expect"] == "mtproto"
+
+
+async def test_a_silent_data_center_is_a_connect_then_a_timeout(tmp_path: Path) -> None:
+    async with FakeSignalingServer("silent", res_pq_answer()) as srv:
+        rows = await _run(
+            tmp_path, [_app_target("dc", "telegram", srv.port, "mtproto")], timeout=0.5
+        )
+    assert [(row["check"], row["failure"]) for row in rows] == [
+        ("tcp_connect", None),
+        ("mtproto", Failure.GENERIC_TIMEOUT),
+    ]
+
+
+async def test_a_chat_server_gets_the_whatsapp_prologue(tmp_path: Path) -> None:
+    async with FakeSignalingServer("answer", hello_answer) as srv:
+        rows = await _run(tmp_path, [_app_target("chat", "whatsapp", srv.port, "whatsapp")])
+    assert [(row["check"], row["failure"]) for row in rows] == [
+        ("tcp_connect", None),
+        ("whatsapp_chat", None),
+    ]
+    assert rows[1]["details"]["server_hello"] is True
+
+
+async def test_no_handshake_without_a_connection(tmp_path: Path) -> None:
+    rows = await _run(tmp_path, [_app_target("dc", "telegram", closed_port(), "mtproto")])
+    assert [(row["check"], row["failure"]) for row in rows] == [
+        ("tcp_connect", Failure.CONNECTION_REFUSED)
+    ]
+
+
+async def test_a_udp_target_without_a_check_is_skipped_and_said_so(tmp_path: Path) -> None:
+    target = Target(
+        id="relay", app="whatsapp", role="relay", port=3478, transport="udp", expect="unknown",
+        source="test", date="2026-11-28", address="127.0.0.1",
+    )  # fmt: skip
+    ctx = CheckContext(timeout=0.5)
+    output = RunOutput(tmp_path, ctx, 1, {})
+    result = await execute([target], ctx, output)
+    assert result.records_path.read_text() == ""
+    assert result.skipped == [{"target": "relay", "reason": "no UDP check for unknown"}]
