@@ -63,6 +63,8 @@ BUILTIN: Final = (
     "signal-sni-rst",
     "signal-sni-throttle",
     "signal-tcp-16-20",
+    "tg-mtproto-handshake-drop",
+    "wa-prologue-rst",
     "quic-initial-drop",
     "udp-random-loss",
 )

@@ -111,11 +111,31 @@ def test_open_lab_probe_run_succeeds_everywhere(lab: Lab, tmp_path: Path) -> Non
         assert record["probe"]["vantage"] == "lab"
     failures = Counter((r["check"], r["failure"]) for r in records if r["failure"])
     assert failures == Counter(), failures
+    catalog = load_catalog(lab.catalog_path)
     connects = {r["target"]["id"] for r in records if r["check"] == "tcp_connect"}
-    tcp_targets = {t.id for t in load_catalog(lab.catalog_path) if t.transport == "tcp"}
-    assert connects == tcp_targets
+    assert connects == {t.id for t in catalog if t.transport == "tcp"}
     checks = Counter(r["check"] for r in records)
-    assert set(checks) == {"dns_system", "dns_doh", "tcp_connect", "tls_handshake", "http_get"}
+    assert set(checks) == {
+        "dns_system",
+        "dns_doh",
+        "tcp_connect",
+        "tls_handshake",
+        "http_get",
+        "mtproto",
+        "whatsapp_chat",
+        "quic",
+    }
+    # Every endpoint that speaks its app's protocol answered it, and HTTP/3 worked.
+    answered = {
+        "mtproto": lambda d: d["res_pq"],
+        "whatsapp_chat": lambda d: d["server_hello"],
+        "quic": lambda d: d["quic_version"] == 1 and d["status"] == 200,
+    }
+    for check, ok in answered.items():
+        done = [r for r in records if r["check"] == check]
+        assert all(ok(r["details"]) for r in done), check
+        expect = {"mtproto": "mtproto", "whatsapp_chat": "whatsapp", "quic": "http3"}[check]
+        assert {r["target"]["id"] for r in done} == {t.id for t in catalog if t.expect == expect}
     # The client's own address is scrubbed from what is stored.
     text = next(tmp_path.glob("*.jsonl")).read_text()
     assert plan.client_address(4) not in text

@@ -104,15 +104,21 @@ def test_lab_catalog_keeps_everything_but_the_addresses(
     assert plan.doh_url == f"https://{plan.doh.v4}/dns-query"
 
 
-def test_listeners_cover_every_tcp_target(plan: lab_plan.Plan) -> None:
+def test_listeners_cover_every_target(plan: lab_plan.Plan) -> None:
     listening = {(x.transport, x.address, x.port): x.kind for x in plan.listeners}
     names = plan.names()
     for target in plan.targets:
         addresses = [target.address] if target.address else list(names[target.host or ""])
+        if target.expect == "http3":
+            # HTTP/3 is served on IPv4 only: the probe contacts the first (IPv4) answer.
+            addresses = [a for a in addresses if ipaddress.ip_address(a).version == 4]
+            assert addresses, target.id
         for address in addresses:
             kind = listening[(target.transport, address, target.port)]
             if target.expect in ("tls", "https"):
                 assert kind in ("https", "doh"), target.id
+            if target.expect in ("mtproto", "whatsapp", "http3"):
+                assert kind == {"http3": "quic"}.get(target.expect, target.expect), target.id
     stun = {(x.address, x.port, x.realm) for x in plan.listeners if x.kind == "stun"}
     for address in plan.sets()["tg_turn"]:
         assert (address, 1400, "telegram.org") in stun
