@@ -89,7 +89,7 @@ HTTP: Final = 11
 INTERRUPTED: Final = 12
 NOT_ALLOWED: Final = 13
 OTHER: Final = 14
-PROTOCOL: Final = 15  # the app's server answered, but not as its protocol says (mtproto_*, ...)
+PROTOCOL: Final = 15  # the server answered, but not as its protocol says (mtproto_*, stun_*, ...)
 
 FAILURE_KINDS: Final[dict[str, int]] = {
     Failure.GENERIC_TIMEOUT: TIMEOUT,
@@ -117,7 +117,7 @@ FAILURE_KINDS: Final[dict[str, int]] = {
     **{
         value: PROTOCOL
         for name, value in vars(Failure).items()
-        if name.startswith(("MTPROTO_", "WHATSAPP_"))
+        if name.startswith(("MTPROTO_", "WHATSAPP_", "STUN_", "REFLECTOR_", "QUIC_"))
     },
 }
 

@@ -75,6 +75,20 @@ class Failure:
     WHATSAPP_BAD_FRAMING = "whatsapp_bad_framing"
     WHATSAPP_BAD_RESPONSE = "whatsapp_bad_response"
     WHATSAPP_BAD_PROLOGUE = "whatsapp_bad_prologue"
+    # ringprobe's own, from probe.protocols.stun (the relay checks, probe.checks.relay): the
+    # datagram is not STUN (bad header, no magic cookie), a malformed attribute, or a FINGERPRINT
+    # that does not match (corrupted or rewritten on the way).
+    STUN_BAD_HEADER = "stun_bad_header"
+    STUN_BAD_COOKIE = "stun_bad_cookie"
+    STUN_BAD_ATTRIBUTE = "stun_bad_attribute"
+    STUN_BAD_FINGERPRINT = "stun_bad_fingerprint"
+    # ringprobe's own (probe.checks.relay): a well-formed STUN response to our transaction that is
+    # not the known answer (an error where success was due, another error code, a missing
+    # attribute); the record's details say what came.
+    STUN_BAD_RESPONSE = "stun_bad_response"
+    # ringprobe's own, from probe.protocols.tgcalls (probe.checks.relay): a reflector's answer too
+    # short for a tag, or a special packet too short for what it announces.
+    REFLECTOR_BAD_REPLY = "reflector_bad_reply"
     # ringprobe's own: the peer ended the QUIC connection with a CONNECTION_CLOSE (RFC 9000 §19.19)
     # that no OONI string names; the record's details say its code and reason (probe.checks.quic).
     QUIC_CONNECTION_CLOSED = "quic_connection_closed"
