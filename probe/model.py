@@ -28,12 +28,27 @@ TRANSPORTS: Final = ("tcp", "udp")
 # "mtproto": a Telegram data center, answers req_pq_multi with resPQ over obfuscated2 (TCP);
 # "whatsapp": a WhatsApp chat server, answers the WA prologue with a ServerHello (TCP);
 # "http3": serves an HTTP/3 GET over QUIC (UDP): a detail of reachability, never judged;
+# call path (UDP; probe.checks.relay): "stun": answers a STUN Binding with success; "turn": that,
+# and an unauthenticated Allocate with 401 and a realm; "wa_relay": answers WhatsApp's ping 0x0801
+# with the pong 0x0802; "reflector": answers Telegram's 40-byte reflector hello;
 # "unknown": informational only (analysis must not read its silence as interference).
-EXPECTS: Final = ("tcp", "tls", "https", "mtproto", "whatsapp", "http3", "unknown")
+EXPECTS: Final = (
+    "tcp",
+    "tls",
+    "https",
+    "mtproto",
+    "whatsapp",
+    "http3",
+    "stun",
+    "turn",
+    "wa_relay",
+    "reflector",
+    "unknown",
+)
 # The expects a target on each transport may have (the catalog loader enforces it).
 EXPECTS_BY_TRANSPORT: Final = {
     "tcp": ("tcp", "tls", "https", "mtproto", "whatsapp", "unknown"),
-    "udp": ("http3", "unknown"),
+    "udp": ("http3", "stun", "turn", "wa_relay", "reflector", "unknown"),
 }
 
 APPS: Final = ("whatsapp", "telegram", "signal", "control")

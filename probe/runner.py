@@ -4,8 +4,8 @@ For each target the runner makes one *transaction* (one transaction id): resolve
 configured resolver, pick the address to contact, then, as far as the target's ``expect`` says it
 normally answers: TCP connect; then TLS with the real and with a neutral SNI and an HTTPS GET
 ("tls", "https"), or the app's own first round trip ("mtproto": resPQ from a Telegram DC,
-"whatsapp": a chat server's ServerHello). A UDP target expecting "http3" gets a QUIC handshake and
-an HTTP/3 GET instead of the TCP steps. Each
+"whatsapp": a chat server's ServerHello). A UDP target gets, instead of the TCP steps, a QUIC
+handshake and an HTTP/3 GET ("http3") or the call path's known-answer checks (RELAY_CHECKS). Each
 record is written (one flushed JSON line) the moment its check finishes, so an interrupted run keeps
 everything it measured; the run's manifest says whether it completed, hit its deadline or was
 interrupted.
@@ -23,7 +23,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Final, Literal
 
 from probe import SOFTWARE_NAME, __version__
 from probe.checks.base import CheckContext
@@ -41,6 +41,14 @@ Check = Callable[..., Awaitable[Record]]
 SNI_KINDS = ("real", "neutral")
 # Below this much of the deadline left, a check could not measure anything useful.
 MIN_STEP_TIME = 0.05
+
+# The known-answer checks (probe.checks.relay) for each call-path expect, in order.
+RELAY_CHECKS: Final[dict[str, tuple[str, ...]]] = {
+    "stun": ("stun_binding",),
+    "turn": ("stun_binding", "stun_allocate"),
+    "wa_relay": ("wa_relay_ping",),
+    "reflector": ("tg_reflector",),
+}
 
 RunStatus = Literal["running", "complete", "deadline_reached", "interrupted"]
 
@@ -226,14 +234,23 @@ class Runner:
             await self._tls_steps(target, address, tx)
 
     async def _udp_steps(self, target: Target, address: str, source: str, tx: int) -> None:
-        if target.expect != "http3":
+        from probe.checks import relay
+
+        checks: tuple[Check, ...]
+        if target.expect == "http3":
+            from probe.checks import quic  # aioquic: loaded only by runs that use it
+
+            checks = (quic.quic_get,)
+        elif target.expect in RELAY_CHECKS:
+            checks = tuple(getattr(relay, name) for name in RELAY_CHECKS[target.expect])
+        else:
             self._emit(Event("skipped", target=target, reason=f"no UDP check for {target.expect}"))
             return
-        from probe.checks import quic  # aioquic: loaded only by runs that use it
-
-        record = await self._step(address, quic.quic_get, target, address, tx)
-        record.details["address_source"] = source
-        self._write(record)
+        # One after the other: a relay is one server, and its answers are compared.
+        for check in checks:
+            record = await self._step(address, check, target, address, tx)
+            record.details["address_source"] = source
+            self._write(record)
 
     async def _handshake_step(self, target: Target, address: str, source: str, tx: int) -> None:
         """The app's first round trip on a fresh connection: what a DPI that lets the TCP handshake

@@ -350,12 +350,13 @@ ENTRY_CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "expect",
         valid_entry(expect="x"),
-        "unknown expect 'x' (known: tcp, tls, https, mtproto, whatsapp, http3, unknown)",
+        "unknown expect 'x' (known: tcp, tls, https, mtproto, whatsapp, http3, stun, turn, "
+        "wa_relay, reflector, unknown)",
     ),
     (
         "expect-udp",
         valid_entry(transport="udp"),
-        "expect 'tcp' is not for udp (known: http3, unknown)",
+        "expect 'tcp' is not for udp (known: http3, stun, turn, wa_relay, reflector, unknown)",
     ),
     (
         "expect-tcp",

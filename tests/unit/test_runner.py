@@ -23,8 +23,10 @@ from probe.checks.base import CheckContext, measured
 from probe.model import Failure, Record, Target, TargetRef
 from probe.runner import Limits, RunOutput, choose_address, execute
 from tests.fakes.signaling_server import FakeSignalingServer
+from tests.fakes.udp_server import FakeUdpServer, silent
 from tests.recordcheck import assert_valid
 from tests.unit.test_check_mtproto import res_pq_answer
+from tests.unit.test_check_relay import allocate_answer, binding_answer, pong_answer
 from tests.unit.test_check_whatsapp import hello_answer
 
 
@@ -309,6 +311,51 @@ async def test_no_handshake_without_a_connection(tmp_path: Path) -> None:
     assert [(row["check"], row["failure"]) for row in rows] == [
         ("tcp_connect", Failure.CONNECTION_REFUSED)
     ]
+
+
+def _udp_target(tid: str, port: int, expect: str, app: str = "telegram") -> Target:
+    return Target(
+        id=tid, app=app, role="turn", port=port, transport="udp", expect=expect,
+        source="test", date="2026-11-28", address="127.0.0.1",
+    )  # fmt: skip
+
+
+async def test_a_turn_server_gets_a_binding_then_an_allocate(tmp_path: Path) -> None:
+    def turn(data: bytes, index: int) -> bytes:
+        return binding_answer(data) if index == 0 else allocate_answer(data)
+
+    async with FakeUdpServer(turn) as srv:
+        rows = await _run(tmp_path, [_udp_target("turn", srv.port, "turn")])
+    assert [(row["check"], row["failure"]) for row in rows] == [
+        ("stun_binding", None),
+        ("stun_allocate", None),
+    ]
+    assert rows[1]["details"]["realm"] == "telegram.org"
+    assert {row["details"]["address_source"] for row in rows} == {"catalog"}
+    assert len({row["transaction_id"] for row in rows}) == 1
+
+
+@pytest.mark.parametrize(
+    ("expect", "check", "answer"),
+    [("wa_relay", "wa_relay_ping", pong_answer), ("stun", "stun_binding", binding_answer)],
+)
+async def test_a_relay_gets_its_known_answer_check(
+    tmp_path: Path, expect: str, check: str, answer: Any
+) -> None:
+    async with FakeUdpServer(answer) as srv:
+        rows = await _run(tmp_path, [_udp_target("relay", srv.port, expect, app="whatsapp")])
+    assert [(row["check"], row["failure"], row["details"]["answered"]) for row in rows] == [
+        (check, None, True)
+    ]
+
+
+async def test_a_silent_reflector_is_a_timeout(tmp_path: Path) -> None:
+    async with FakeUdpServer(silent()) as srv:
+        rows = await _run(tmp_path, [_udp_target("refl", srv.port, "reflector")], timeout=0.5)
+    assert [(row["check"], row["failure"]) for row in rows] == [
+        ("tg_reflector", Failure.GENERIC_TIMEOUT)
+    ]
+    assert srv.count == len(rows[0]["details"]["attempts"])
 
 
 async def test_a_udp_target_without_a_check_is_skipped_and_said_so(tmp_path: Path) -> None:
