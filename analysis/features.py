@@ -142,6 +142,7 @@ STEP_HTTP_REAL: Final = 4
 STEP_HTTP_NEUTRAL: Final = 5
 STEP_HANDSHAKE: Final = 6  # the app's first round trip after the TCP connect
 STEP_QUIC: Final = 7  # QUIC handshake and HTTP/3 GET of an "http3" target
+STEP_RELAY: Final = 8  # the call path's known-answer checks (probe.checks.relay)
 STEPS: Final = (
     ("dns_system", None),
     ("tcp_connect", None),
@@ -151,10 +152,14 @@ STEPS: Final = (
     ("http_get", "neutral"),
     ("mtproto|whatsapp_chat", None),
     ("quic", None),
+    ("stun_binding|stun_allocate|wa_relay_ping|tg_reflector", None),
 )
 # Checks of STEP_HANDSHAKE: each app's own opening exchange (probe.checks.mtproto, .whatsapp).
 HANDSHAKE_CHECKS: Final = ("mtproto", "whatsapp_chat")
 HANDSHAKE_EXPECTS: Final = ("mtproto", "whatsapp")
+# Checks of STEP_RELAY, and the expects of the call-path targets they are planned for.
+CALL_CHECKS: Final = ("stun_binding", "stun_allocate", "wa_relay_ping", "tg_reflector")
+CALL_EXPECTS: Final = ("stun", "turn", "wa_relay", "reflector")
 
 
 def step_of(check: str | None, sni_kind: str | None) -> int:
@@ -168,6 +173,8 @@ def step_of(check: str | None, sni_kind: str | None) -> int:
         return STEP_HANDSHAKE
     if check == "quic":
         return STEP_QUIC
+    if check in CALL_CHECKS:
+        return STEP_RELAY
     neutral = sni_kind == "neutral"
     if check == "tls_handshake":
         return STEP_TLS_NEUTRAL if neutral else STEP_TLS_REAL
@@ -292,6 +299,28 @@ FAIL_CLASSES: Final = (
     FailClass("http_other", "tls", None, "the HTTPS GET with the app's SNI failed", STEP_HTTP_REAL),
     # Never a judged endpoint's class: HTTP/3 targets are a detail (quic_failed), see app_features.
     FailClass("quic_failed", "quic", None, "the QUIC handshake or HTTP/3 GET failed", STEP_QUIC),
+    # The call path: judged by the call rules (relays, udp_controls), never as signaling.
+    FailClass(
+        "relay_silent",
+        "udp",
+        None,
+        "the call servers never gave their known answer (STUN, relay ping, reflector hello)",
+        STEP_RELAY,
+    ),
+    FailClass(
+        "relay_refused",
+        "udp",
+        None,
+        "the call servers' port was unreachable (ICMP) or refused",
+        STEP_RELAY,
+    ),
+    FailClass(
+        "relay_other",
+        "udp",
+        None,
+        "the call servers answered, but not as their protocol says",
+        STEP_RELAY,
+    ),
 )
 CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
 (
@@ -312,6 +341,9 @@ CLASS_INDEX: Final = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
     C_HTTP_CUTOFF,
     C_HTTP_OTHER,
     C_QUIC,
+    C_RELAY_SILENT,
+    C_RELAY_REFUSED,
+    C_RELAY_OTHER,
 ) = range(len(FAIL_CLASSES))
 
 # Roles whose failure says the app as a whole is unusable; web endpoints stand in only for apps
@@ -379,6 +411,8 @@ class Targets:
     so a byte cut-off can show on it."""
     http3: np.ndarray
     """An HTTP/3 target (expect http3): a detail of reachability, never a judged endpoint."""
+    call: np.ndarray
+    """A call-path target (expect stun, turn, wa_relay, reflector): judged by the call rules."""
     cutoff_bytes: np.ndarray
     """Body bytes read before both GETs stalled (the larger of the two), NaN unless cut."""
     dns_mismatch: np.ndarray
@@ -498,7 +532,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
     dns, tcp = outcome(STEP_DNS), outcome(STEP_TCP)
     tls_real, tls_neutral = outcome(STEP_TLS_REAL), outcome(STEP_TLS_NEUTRAL)
     http_real, http_neutral = outcome(STEP_HTTP_REAL), outcome(STEP_HTTP_NEUTRAL)
-    handshake, quic = outcome(STEP_HANDSHAKE), outcome(STEP_QUIC)
+    handshake, quic, relay = outcome(STEP_HANDSHAKE), outcome(STEP_QUIC), outcome(STEP_RELAY)
 
     role_c, role_cats = _cat(df["role"])
     t_role_code = _scatter_max(n, tidx, role_c[rows], -1)
@@ -520,7 +554,8 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
     t_mismatch = _scatter_max(n, tidx, mismatch.astype(np.int64), 0) > 0
 
     # Where the contacted address came from, and whether it is IPv6 (for the no-route case).
-    is_tcp = (step == STEP_TCP) | (step == STEP_QUIC)  # the step that contacts the address
+    # The step that contacts the address.
+    is_tcp = np.isin(step, (STEP_TCP, STEP_QUIC, STEP_RELAY))
     source, source_cats = _cat(df["address_source"])
     from_catalog = _lookup(source, (s == "catalog" for s in source_cats), False, bool)[rows]
     from_system = _lookup(source, (s == "system" for s in source_cats), False, bool)[rows]
@@ -571,6 +606,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
         http_neutral,
         handshake,
         quic,
+        relay,
         bogus_only=t_bogus_only,
         mismatch=t_mismatch,
         from_catalog=t_catalog,
@@ -606,6 +642,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
         neutral_bps=neutral_bps,
         bulk=expect_t == "https",
         http3=expect_t == "http3",
+        call=np.isin(expect_t, CALL_EXPECTS),
         cutoff_bytes=np.where(
             fail_class == C_HTTP_CUTOFF, np.fmax(real_bytes, neutral_bytes), np.nan
         ),
@@ -626,6 +663,7 @@ def _status(
     http_neutral: np.ndarray,
     handshake: np.ndarray,
     quic: np.ndarray,
+    relay: np.ndarray,
     *,
     bogus_only: np.ndarray,
     mismatch: np.ndarray,
@@ -642,8 +680,11 @@ def _status(
     1. The system resolver denied the name, answered only bogons, or failed otherwise, and the
        target has no fixed address: failed at DNS (the app asks the same resolver). A target
        with a catalog address is judged by its connection instead: the app can use it.
-    1b. Expect "http3" (UDP, no TCP steps): the QUIC step decides: allow-list / deadline / no
-       record, else any failure is quic_failed, else ok.
+    1b. UDP targets (no TCP steps): expect "http3" is decided by the QUIC step, the call path's
+       expects (stun, turn, wa_relay, reflector) by their relay checks (the worst of them):
+       allow-list / deadline / no record; then for HTTP/3 any failure is quic_failed; for the
+       call path no known answer (timeout, unreachable) is relay_silent, ICMP refusal
+       relay_refused, a wrong answer relay_other; else ok.
     2. TCP connect: allow-list / deadline / no record; an IPv6 network-unreachable is the
        volunteer's missing IPv6 route (no_route); timeout or unreachable is ip_drop; reset or
        refused is rst; anything else is tcp other. Expect "tcp": done, ok.
@@ -683,87 +724,63 @@ def _status(
     http = expect == "https"
     app_handshake = np.isin(expect, HANDSHAKE_EXPECTS)
     http3 = expect == "http3"
+    call = np.isin(expect, CALL_EXPECTS)
+    udp = http3 | call
+    udp_step = np.where(http3, quic, relay)
+    udp_absent = udp_step == ABSENT
     tls_ok = tls_real == OK
 
-    def cut(outcome: np.ndarray) -> list[np.ndarray]:
-        return [outcome == NOT_ALLOWED, (outcome == INTERRUPTED) | (outcome == ABSENT)]
-
     tcp_ok = tcp == OK
-    conditions: list[np.ndarray] = [
-        dns_failed & dns_nx,
-        dns_failed & dns_spoof,
-        dns_failed,
-        http3 & ((quic == NOT_ALLOWED) | ((quic == ABSENT) & (dns == NOT_ALLOWED))),
-        http3 & ((quic == INTERRUPTED) | ((quic == ABSENT) & (dns == INTERRUPTED))),
-        http3 & (quic == ABSENT),
-        http3 & failed(quic),
-        http3,
-        tcp_absent & (dns == NOT_ALLOWED),
-        tcp_absent & (dns == INTERRUPTED),
-        tcp_absent,
-        tcp == NOT_ALLOWED,
-        tcp == INTERRUPTED,
-        (tcp == NET_UNREACH) & ipv6,
-        np.isin(tcp, (TIMEOUT, HOST_UNREACH, NET_UNREACH)),
-        np.isin(tcp, (RESET, REFUSED)),
-        ~tcp_ok,
-        *[app_handshake & c for c in cut(handshake)],
-        app_handshake & np.isin(handshake, (RESET, REFUSED)),
-        app_handshake & np.isin(handshake, (TIMEOUT, EOF)),
-        app_handshake & (handshake != OK),
-        app_handshake,
-        ~deep,
-        *cut(tls_real),
-        np.isin(tls_real, (RESET, REFUSED)),
-        np.isin(tls_real, (TIMEOUT, EOF)) & (tls_neutral == OK),
-        ~tls_ok,
-        ~http,
-        throttled,
-        *cut(http_real),
-        np.isin(http_real, (RESET, REFUSED)),
-        np.isin(http_real, (TIMEOUT, EOF)) & (http_neutral == OK),
-        (http_real == TIMEOUT) & (http_neutral == TIMEOUT) & stalled,
-        http_real != OK,
+    # (condition, status, failure class); the first that holds decides.
+    rules: list[tuple[np.ndarray, int, int]] = [
+        (dns_failed & dns_nx, S_FAILED, C_DNS_NXDOMAIN),
+        (dns_failed & dns_spoof, S_FAILED, C_DNS_SPOOF),
+        (dns_failed, S_FAILED, C_DNS_OTHER),
+        # UDP targets (HTTP/3, the call path): one step, no TCP.
+        (udp & ((udp_step == NOT_ALLOWED) | udp_absent & (dns == NOT_ALLOWED)), S_NOT_ALLOWED, -1),
+        (udp & ((udp_step == INTERRUPTED) | udp_absent & (dns == INTERRUPTED)), S_INTERRUPTED, -1),
+        (udp & udp_absent, S_UNMEASURED, -1),
+        (http3 & failed(udp_step), S_FAILED, C_QUIC),
+        (call & np.isin(udp_step, (TIMEOUT, HOST_UNREACH, NET_UNREACH)), S_FAILED, C_RELAY_SILENT),
+        (call & np.isin(udp_step, (REFUSED, RESET)), S_FAILED, C_RELAY_REFUSED),
+        (call & failed(udp_step), S_FAILED, C_RELAY_OTHER),
+        (udp, S_OK, -1),
+        (tcp_absent & (dns == NOT_ALLOWED), S_NOT_ALLOWED, -1),
+        (tcp_absent & (dns == INTERRUPTED), S_INTERRUPTED, -1),
+        (tcp_absent, S_UNMEASURED, -1),
+        (tcp == NOT_ALLOWED, S_NOT_ALLOWED, -1),
+        (tcp == INTERRUPTED, S_INTERRUPTED, -1),
+        ((tcp == NET_UNREACH) & ipv6, S_NO_ROUTE, -1),
+        (np.isin(tcp, (TIMEOUT, HOST_UNREACH, NET_UNREACH)), S_FAILED, C_TCP_DROP),
+        (np.isin(tcp, (RESET, REFUSED)), S_FAILED, C_TCP_RST),
+        (~tcp_ok, S_FAILED, C_TCP_OTHER),
+        (app_handshake & (handshake == NOT_ALLOWED), S_NOT_ALLOWED, -1),
+        (app_handshake & np.isin(handshake, (INTERRUPTED, ABSENT)), S_INTERRUPTED, -1),
+        (app_handshake & np.isin(handshake, (RESET, REFUSED)), S_FAILED, C_HS_RST),
+        (app_handshake & np.isin(handshake, (TIMEOUT, EOF)), S_FAILED, C_HS_DROP),
+        (app_handshake & (handshake != OK), S_FAILED, C_HS_OTHER),
+        (app_handshake, S_OK, -1),
+        (~deep, S_OK, -1),
+        (tls_real == NOT_ALLOWED, S_NOT_ALLOWED, -1),
+        (np.isin(tls_real, (INTERRUPTED, ABSENT)), S_INTERRUPTED, -1),
+        (np.isin(tls_real, (RESET, REFUSED)), S_FAILED, C_TLS_RST),
+        (np.isin(tls_real, (TIMEOUT, EOF)) & (tls_neutral == OK), S_FAILED, C_TLS_SNI),
+        (~tls_ok, S_FAILED, C_TLS_OTHER),
+        (~http, S_OK, -1),
+        (throttled, S_THROTTLED, -1),
+        (http_real == NOT_ALLOWED, S_NOT_ALLOWED, -1),
+        (np.isin(http_real, (INTERRUPTED, ABSENT)), S_INTERRUPTED, -1),
+        (np.isin(http_real, (RESET, REFUSED)), S_FAILED, C_HTTP_RST),
+        (np.isin(http_real, (TIMEOUT, EOF)) & (http_neutral == OK), S_FAILED, C_HTTP_SNI),
+        (
+            (http_real == TIMEOUT) & (http_neutral == TIMEOUT) & stalled,
+            S_FAILED,
+            C_HTTP_CUTOFF,
+        ),
+        (http_real != OK, S_FAILED, C_HTTP_OTHER),
     ]
-    outcomes: list[tuple[int, int]] = [
-        (S_FAILED, C_DNS_NXDOMAIN),
-        (S_FAILED, C_DNS_SPOOF),
-        (S_FAILED, C_DNS_OTHER),
-        (S_NOT_ALLOWED, -1),
-        (S_INTERRUPTED, -1),
-        (S_UNMEASURED, -1),
-        (S_FAILED, C_QUIC),
-        (S_OK, -1),
-        (S_NOT_ALLOWED, -1),
-        (S_INTERRUPTED, -1),
-        (S_UNMEASURED, -1),
-        (S_NOT_ALLOWED, -1),
-        (S_INTERRUPTED, -1),
-        (S_NO_ROUTE, -1),
-        (S_FAILED, C_TCP_DROP),
-        (S_FAILED, C_TCP_RST),
-        (S_FAILED, C_TCP_OTHER),
-        (S_NOT_ALLOWED, -1),
-        (S_INTERRUPTED, -1),
-        (S_FAILED, C_HS_RST),
-        (S_FAILED, C_HS_DROP),
-        (S_FAILED, C_HS_OTHER),
-        (S_OK, -1),
-        (S_OK, -1),
-        (S_NOT_ALLOWED, -1),
-        (S_INTERRUPTED, -1),
-        (S_FAILED, C_TLS_RST),
-        (S_FAILED, C_TLS_SNI),
-        (S_FAILED, C_TLS_OTHER),
-        (S_OK, -1),
-        (S_THROTTLED, -1),
-        (S_NOT_ALLOWED, -1),
-        (S_INTERRUPTED, -1),
-        (S_FAILED, C_HTTP_RST),
-        (S_FAILED, C_HTTP_SNI),
-        (S_FAILED, C_HTTP_CUTOFF),
-        (S_FAILED, C_HTTP_OTHER),
-    ]
+    conditions = [c for c, _, _ in rules]
+    outcomes = [(status, fail_class) for _, status, fail_class in rules]
     status = np.select(conditions, [s for s, _ in outcomes], default=S_OK)
     fail_class = np.select(conditions, [c for _, c in outcomes], default=-1)
     # Step 5: a failed connection to a disputed system answer is the answer's fault.
@@ -804,6 +821,11 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     "cutoff_bytes": "the most body bytes a cut endpoint's GET read before it stalled (NA: none)",
     "quic_targets": "HTTP/3 endpoints (expect http3) with a usable result; a detail, never judged",
     "quic_failed": "of those, endpoints whose QUIC handshake or HTTP/3 GET failed",
+    "relays": "the app's call-path endpoints (relays, reflectors, TURN; for the control row its "
+    "STUN servers) with a usable result",
+    "relays_failed": "of those, endpoints whose known answer did not come",
+    "udp_controls": "the run's neutral STUN servers (app control) with a usable result",
+    "udp_controls_failed": "of those, failed",
     "controls": "the run's neutral control endpoints that are evidence",
     "controls_failed": "of those, failed",
     "control_share_failed": "controls_failed / controls (NA without controls)",
@@ -856,8 +878,11 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
     has_signaling = count(np.isin(role, SIGNALING_ROLES)) > 0
     # HTTP/3 endpoints are never judged: browsers and apps fall back to TCP, so QUIC failing is a
     # detail of the verdict (quic_targets, quic_failed), not evidence that the app is blocked.
-    judged = ~targets.http3 & (
-        np.isin(role, SIGNALING_ROLES) | (~has_signaling[t_row] & np.isin(role, FALLBACK_ROLES))
+    # The call path (relays, reflectors, TURN, the neutral STUN controls) has rules of its own.
+    judged = (
+        ~targets.http3
+        & ~targets.call
+        & (np.isin(role, SIGNALING_ROLES) | (~has_signaling[t_row] & np.isin(role, FALLBACK_ROLES)))
     )
     evidence = judged & np.isin(status, EVIDENCE_STATUSES)
     failed = judged & (status == S_FAILED)
@@ -911,6 +936,16 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
     controls[a_run[is_control]] = n_targets[is_control]
     controls_failed[a_run[is_control]] = n_failed[is_control]
 
+    # The call path: the app's own call servers, and the run's neutral UDP controls (a STUN
+    # server of app "control"), on every row of the run.
+    call_evidence = targets.call & np.isin(status, EVIDENCE_STATUSES)
+    call_failed = targets.call & (status == S_FAILED)
+    n_relays, n_relays_failed = count(call_evidence), count(call_failed)
+    udp_controls = np.zeros(n_runs, dtype=np.int64)
+    udp_controls_failed = np.zeros(n_runs, dtype=np.int64)
+    udp_controls[a_run[is_control]] = n_relays[is_control]
+    udp_controls_failed[a_run[is_control]] = n_relays_failed[is_control]
+
     # Run metadata, from all of the run's records (informational ones too).
     start = df["start_time"].to_numpy(dtype="datetime64[ns]").view(np.int64).copy()
     start[start == np.iinfo(np.int64).min] = np.iinfo(np.int64).max  # NaT never wins the min
@@ -953,6 +988,10 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
             "bulk_targets": n_bulk,
             "quic_targets": count(targets.http3 & np.isin(status, EVIDENCE_STATUSES)),
             "quic_failed": count(targets.http3 & (status == S_FAILED)),
+            "relays": n_relays,
+            "relays_failed": n_relays_failed,
+            "udp_controls": udp_controls[a_run],
+            "udp_controls_failed": udp_controls_failed[a_run],
             "targets_cut": count(is_cut),
             "cutoff_bytes": cutoff_bytes,
             "controls": c_n,
@@ -967,6 +1006,8 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
 __all__ = [
     "BASELINE_OK_SHARE",
     "BLOCK_SHARE",
+    "CALL_CHECKS",
+    "CALL_EXPECTS",
     "CONTROL_FAIL_SHARE",
     "CUTOFF_MAX_BYTES",
     "CUTOFF_MIN_BPS",

@@ -304,6 +304,68 @@ def _explain_control_ok_quic(f: pd.DataFrame) -> pd.Series:
     return _explain_control_ok(f) + _quic_failed(f)
 
 
+def _calls_failed_of(f: pd.DataFrame) -> pd.Series:
+    return (
+        _n(f["relays_failed"])
+        + " of "
+        + _n(f["relays"])
+        + " "
+        + app_name(f["app"])
+        + " call servers gave no known answer (STUN, relay ping, reflector hello)"
+    )
+
+
+def _udp_controls_text(f: pd.DataFrame) -> pd.Series:
+    failed = _n(f["udp_controls_failed"]) + " of " + _n(f["udp_controls"])
+    return failed + " neutral STUN servers failed too"
+
+
+def _explain_calls_degraded(f: pd.DataFrame) -> pd.Series:
+    return _calls_failed_of(f) + "; " + _udp_controls_text(f) + ": the network fails UDP"
+
+
+def _explain_control_udp(f: pd.DataFrame) -> pd.Series:
+    return _udp_controls_text(f).str.replace(" too", "", regex=False) + ": the network fails UDP"
+
+
+def _explain_calls_no_controls(f: pd.DataFrame) -> pd.Series:
+    return (
+        _calls_failed_of(f)
+        + "; the run has no neutral STUN server to tell a censor from the network"
+    )
+
+
+def _explain_calls_blocked(f: pd.DataFrame) -> pd.Series:
+    worked = _n(f["targets"] - f["targets_failed"]) + " of " + _n(f["targets"])
+    return (
+        _calls_failed_of(f)
+        + " while "
+        + worked
+        + " signaling endpoints worked and "
+        + _n(f["udp_controls"] - f["udp_controls_failed"])
+        + " of "
+        + _n(f["udp_controls"])
+        + " neutral STUN servers answered"
+    )
+
+
+def _explain_calls_partial(f: pd.DataFrame) -> pd.Series:
+    return _calls_failed_of(f) + ": too many to be noise, too few to call the calls blocked"
+
+
+def _relays_failing(share: float) -> Condition:
+    def when(f: pd.DataFrame) -> pd.Series[bool]:
+        return (f["relays"] > 0) & (f["relays_failed"] >= share * f["relays"])
+
+    return when
+
+
+def _udp_controls_failing(f: pd.DataFrame) -> pd.Series[bool]:
+    return (f["udp_controls"] > 0) & (
+        f["udp_controls_failed"] >= CONTROL_FAIL_SHARE * f["udp_controls"]
+    )
+
+
 def _http3_failed(f: pd.DataFrame) -> pd.Series[bool]:
     return (f["quic_targets"] > 0) & (f["quic_failed"] >= BLOCK_SHARE * f["quic_targets"])
 
@@ -333,6 +395,8 @@ _OWN_RULE: Final = ("tcp", "byte_cutoff")
 # HTTP/3 endpoints are never judged (features.app_features), so no "blocked" rule reads QUIC;
 # QUIC failing is reported by the ok rules' quic variants.
 _DETAIL_LAYER: Final = "quic"
+# The call path's classes are read by the call rules (relays, udp_controls), not by "blocked".
+_CALL_LAYER: Final = "udp"
 
 
 def _blocked_rules() -> list[Rule]:
@@ -341,7 +405,7 @@ def _blocked_rules() -> list[Rule]:
     pairs = [
         pair
         for pair in dict.fromkeys((c.layer, c.mechanism) for c in FAIL_CLASSES)
-        if pair != _OWN_RULE and pair[0] != _DETAIL_LAYER
+        if pair != _OWN_RULE and pair[0] not in (_DETAIL_LAYER, _CALL_LAYER)
     ]
     return [
         Rule(
@@ -411,6 +475,16 @@ RULES: Final[tuple[Rule, ...]] = (
         f"the neutral controls' own row: share_failed >= {CONTROL_FAIL_SHARE}",
     ),
     Rule(
+        "control_udp_failed",
+        "network_degraded",
+        "udp",
+        None,
+        lambda f: f["is_control"].astype(bool) & _udp_controls_failing(f),
+        _explain_control_udp,
+        f"the neutral controls' own row: their STUN servers fail (udp_controls_failed >= "
+        f"{CONTROL_FAIL_SHARE} x udp_controls)",
+    ),
+    Rule(
         "control_ok_http3_failed",
         "ok",
         "quic",
@@ -460,6 +534,46 @@ RULES: Final[tuple[Rule, ...]] = (
         lambda f: f["share_failed"] >= PARTIAL_SHARE,
         _explain_partial,
         f"{PARTIAL_SHARE} <= share_failed < {BLOCK_SHARE}",
+    ),
+    # The call path, once signaling works (the rules above did not fire).
+    Rule(
+        "calls_network_degraded",
+        "network_degraded",
+        "udp",
+        None,
+        lambda f: _relays_failing(BLOCK_SHARE)(f) & _udp_controls_failing(f),
+        _explain_calls_degraded,
+        f"relays_failed >= {BLOCK_SHARE} x relays and the run's neutral STUN servers fail too "
+        f"(udp_controls_failed >= {CONTROL_FAIL_SHARE} x udp_controls)",
+    ),
+    Rule(
+        "calls_no_udp_controls",
+        "inconclusive",
+        None,
+        None,
+        lambda f: _relays_failing(PARTIAL_SHARE)(f) & (f["udp_controls"] == 0),
+        _explain_calls_no_controls,
+        f"relays_failed >= {PARTIAL_SHARE} x relays but the run has no neutral STUN server "
+        "that is evidence",
+    ),
+    Rule(
+        "calls_relays_silent",
+        "calls_blocked",
+        "udp",
+        None,
+        _relays_failing(BLOCK_SHARE),
+        _explain_calls_blocked,
+        f"signaling works (share_failed < {PARTIAL_SHARE}), relays_failed >= {BLOCK_SHARE} x "
+        "relays, the neutral STUN servers answer",
+    ),
+    Rule(
+        "calls_relays_partial",
+        "inconclusive",
+        None,
+        None,
+        _relays_failing(PARTIAL_SHARE),
+        _explain_calls_partial,
+        f"{PARTIAL_SHARE} x relays <= relays_failed < {BLOCK_SHARE} x relays",
     ),
     Rule(
         "throttle_contradicted",

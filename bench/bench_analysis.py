@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from probe.model import Failure, Target  # noqa: E402 - after the path fix for direct runs
+from probe.runner import RELAY_CHECKS  # noqa: E402
 from probe.targets import builtin_catalog  # noqa: E402
 from tests.recordsets import BODY, Fate  # noqa: E402 - the tests' model of a target's fate
 
@@ -105,8 +106,20 @@ def _partial(target: Target, rng: random.Random) -> Fate:
 
 
 def _degraded(target: Target, rng: random.Random) -> Fate:
-    lost = Fate(tcp=Failure.GENERIC_TIMEOUT, quic=Failure.GENERIC_TIMEOUT)
+    lost = Fate(
+        tcp=Failure.GENERIC_TIMEOUT, quic=Failure.GENERIC_TIMEOUT, relay=Failure.GENERIC_TIMEOUT
+    )
     return lost if rng.random() < 0.85 else Fate()
+
+
+def _calls_blocked(target: Target, rng: random.Random) -> Fate:
+    # Call servers silent, signaling untouched (Russia from August 2025, METHOD.md).
+    return Fate(relay=Failure.GENERIC_TIMEOUT)
+
+
+def _udp_dropped(target: Target, rng: random.Random) -> Fate:
+    # A mobile network dropping unknown UDP: call servers, STUN controls and QUIC alike.
+    return Fate(relay=Failure.GENERIC_TIMEOUT, quic=Failure.GENERIC_TIMEOUT)
 
 
 def _quic_dropped(target: Target, rng: random.Random) -> Fate:
@@ -156,8 +169,13 @@ def pick_scenario(rng: random.Random) -> Scenario:
         if mechanism.startswith("handshake"):
             app = rng.choice(("whatsapp", "telegram"))  # the apps with a protocol handshake
         return Scenario(f"blocked:{app}:{mechanism}", {app: _blocked(mechanism)})
-    if roll < 0.72:
+    if roll < 0.67:
         return Scenario(f"throttled:{app}", {app: _throttled})
+    if roll < 0.70:
+        calls_app = rng.choice(("whatsapp", "telegram"))
+        return Scenario(f"calls_blocked:{calls_app}", {calls_app: _calls_blocked})
+    if roll < 0.72:
+        return Scenario("udp_dropped", {}, everyone=_udp_dropped)
     if roll < 0.78:
         return Scenario(f"partial:{app}", {app: _partial})
     if roll < 0.82:
@@ -269,6 +287,31 @@ def _quic(
     w.add(target, address, "quic", tx, failure, details, {"handshake": 0.05})
 
 
+def _relay(
+    w: _Writer,
+    target: Target,
+    address: str,
+    tx: int,
+    check: str,
+    failure: str | None,
+    source: str,
+) -> None:
+    answered = failure is None
+    attempts = [{"sent": 0.0, "answered": answered, "rtt": 0.03 if answered else None}]
+    if not answered:
+        attempts += [{"sent": t, "answered": False, "rtt": None} for t in (0.5, 1.5)]
+    details: dict[str, Any] = {
+        "address_source": source,
+        "answered": answered,
+        "attempts": attempts,
+        "bytes_sent": 20 * len(attempts),
+        "bytes_received": 32 if answered else 0,
+        "unmatched": 0,
+        "invalid": 0,
+    }
+    w.add(target, address, check, tx, failure, details, {"answer": 0.03} if answered else {})
+
+
 def _handshake(w: _Writer, target: Target, address: str, tx: int, failure: str | None) -> None:
     answered = failure is None
     if target.expect == "mtproto":
@@ -323,7 +366,12 @@ def _transaction(w: _Writer, target: Target, tx: int, fate: Fate, cut: bool) -> 
     if target.address is None and fate.dns is not None:
         source = "doh"
     if target.transport == "udp":
-        _quic(w, target, address, tx, Failure.INTERRUPTED if cut else fate.quic, source)
+        if target.expect == "http3":
+            _quic(w, target, address, tx, Failure.INTERRUPTED if cut else fate.quic, source)
+        for check in RELAY_CHECKS.get(target.expect, ()):
+            _relay(
+                w, target, address, tx, check, Failure.INTERRUPTED if cut else fate.relay, source
+            )
         return
     tcp = Failure.INTERRUPTED if cut else fate.tcp
     w.add(target, address, "tcp_connect", tx, tcp, {"address_source": source}, {"connect": 0.03})

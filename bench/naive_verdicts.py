@@ -37,7 +37,18 @@ from analysis.features import (
     step_of,
 )
 
-STEPS = ("dns", "tcp", "tls_real", "tls_neutral", "http_real", "http_neutral", "handshake", "quic")
+STEPS = (
+    "dns",
+    "tcp",
+    "tls_real",
+    "tls_neutral",
+    "http_real",
+    "http_neutral",
+    "handshake",
+    "quic",
+    "relay",
+)
+CALL_EXPECTS = ("stun", "turn", "wa_relay", "reflector")
 
 
 def iter_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
@@ -138,15 +149,22 @@ def _status(t: _Target) -> tuple[str, str | None]:
         if dns_spoof:
             return "failed", "dns_spoof"
         return "failed", "dns_other"
-    if t.expect == "http3":
-        if quic == af.NOT_ALLOWED or (quic == -1 and dns == af.NOT_ALLOWED):
+    if t.expect == "http3" or t.expect in CALL_EXPECTS:
+        udp = quic if t.expect == "http3" else t.steps.get("relay", -1)
+        if udp == af.NOT_ALLOWED or (udp == -1 and dns == af.NOT_ALLOWED):
             return "not_allowed", None
-        if quic == af.INTERRUPTED or (quic == -1 and dns == af.INTERRUPTED):
+        if udp == af.INTERRUPTED or (udp == -1 and dns == af.INTERRUPTED):
             return "interrupted", None
-        if quic == -1:
+        if udp == -1:
             return "unmeasured", None
-        if _failed(quic):
+        if t.expect == "http3" and _failed(udp):
             return _spoofed(t, ("failed", "quic_failed"))
+        if udp in (af.TIMEOUT, af.HOST_UNREACH, af.NET_UNREACH):
+            return _spoofed(t, ("failed", "relay_silent"))
+        if udp in (af.REFUSED, af.RESET):
+            return _spoofed(t, ("failed", "relay_refused"))
+        if _failed(udp):
+            return _spoofed(t, ("failed", "relay_other"))
         return "ok", None
     if tcp == -1:
         if dns == af.NOT_ALLOWED:
@@ -293,7 +311,7 @@ def judge(
                 t.bogus_only = True
             if details.get("consistent") is False:
                 t.mismatch = True
-        if step in ("tcp", "quic"):  # the step that contacts the address
+        if step in ("tcp", "quic", "relay"):  # the step that contacts the address
             source = details.get("address_source")
             t.from_catalog |= source == "catalog"
             t.from_system |= source == "system"
@@ -318,6 +336,8 @@ def judge(
             "cut": 0,
             "quic": 0,
             "quic_failed": 0,
+            "relays": 0,
+            "relays_failed": 0,
             "signaling": False,
         }
         for key in apps
@@ -338,6 +358,11 @@ def judge(
             f["quic"] += status in ("ok", "throttled", "failed")
             f["quic_failed"] += status == "failed"
             continue
+        if t.expect in CALL_EXPECTS:
+            # The call path: its own rules (analysis.features.app_features).
+            f["relays"] += status in ("ok", "throttled", "failed")
+            f["relays_failed"] += status == "failed"
+            continue
         judged = t.role in SIGNALING_ROLES or (not f["signaling"] and t.role in FALLBACK_ROLES)
         if judged and status in ("ok", "throttled", "failed"):
             f["targets"] += 1
@@ -357,13 +382,17 @@ def judge(
                 f["fast"] += 1
 
     controls: dict[str, tuple[int, int]] = {}
+    udp_controls: dict[str, tuple[int, int]] = {}
     for (run_id, app), f in figures.items():
         if app == CONTROL_APP:
             controls[run_id] = (f["targets"], f["failed"])
+            udp_controls[run_id] = (f["relays"], f["relays_failed"])
 
     out: dict[tuple[str, str], tuple[str, str]] = {}
     for (run_id, app), f in figures.items():
-        out[(run_id, app)] = _rules(app, f, controls.get(run_id, (0, 0)))
+        out[(run_id, app)] = _rules(
+            app, f, controls.get(run_id, (0, 0)), udp_controls.get(run_id, (0, 0))
+        )
     return out
 
 
@@ -371,7 +400,9 @@ def _step_of_class(name: str) -> str:
     return STEPS[_CLASSES[name].step]
 
 
-def _rules(app: str, f: dict[str, Any], controls: tuple[int, int]) -> tuple[str, str]:
+def _rules(
+    app: str, f: dict[str, Any], controls: tuple[int, int], udp_controls: tuple[int, int]
+) -> tuple[str, str]:
     """The rules of analysis.rules, as an if/elif chain in the same order."""
     n, failed = f["targets"], f["failed"]
     share = failed / n if n else None
@@ -386,9 +417,17 @@ def _rules(app: str, f: dict[str, Any], controls: tuple[int, int]) -> tuple[str,
     if n == 0 or share is None:
         return "inconclusive", "no_evidence"
     quic_failed = f["quic"] > 0 and f["quic_failed"] >= BLOCK_SHARE * f["quic"]
+    u_n, u_failed = udp_controls
+    udp_controls_failing = u_n > 0 and u_failed >= CONTROL_FAIL_SHARE * u_n
+
+    def relays_failing(share: float) -> bool:
+        return bool(f["relays"] > 0 and f["relays_failed"] >= share * f["relays"])
+
     if app == CONTROL_APP:
         if share >= CONTROL_FAIL_SHARE:
             return "network_degraded", "control_failed"
+        if udp_controls_failing:
+            return "network_degraded", "control_udp_failed"
         if quic_failed:
             return "ok", "control_ok_http3_failed"
         return "ok", "control_ok"
@@ -408,6 +447,14 @@ def _rules(app: str, f: dict[str, Any], controls: tuple[int, int]) -> tuple[str,
         return "blocked", "blocked_tcp_byte_cutoff"
     if share >= PARTIAL_SHARE:
         return "inconclusive", "partial_failure"
+    if relays_failing(BLOCK_SHARE) and udp_controls_failing:
+        return "network_degraded", "calls_network_degraded"
+    if relays_failing(PARTIAL_SHARE) and u_n == 0:
+        return "inconclusive", "calls_no_udp_controls"
+    if relays_failing(BLOCK_SHARE):
+        return "calls_blocked", "calls_relays_silent"
+    if relays_failing(PARTIAL_SHARE):
+        return "inconclusive", "calls_relays_partial"
     if f["throttled"] > 0 and f["fast"] > 0:
         return "inconclusive", "throttle_contradicted"
     if f["throttled"] > 0:

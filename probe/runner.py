@@ -30,7 +30,7 @@ from probe.checks.base import CheckContext
 from probe.model import SCHEMA_VERSION, Failure, Record, Target
 from probe.scrub import Scrubber
 
-# Above the built-in catalog's 70 targets, so a network that drops every app address costs one
+# Above the built-in catalog's 85 targets, so a network that drops every app address costs one
 # check timeout, not two waves of them (bench/bench_signaling.py); 256 was measured at 49 MB RSS.
 DEFAULT_CONCURRENCY = 128
 DEFAULT_PER_HOST = 4
@@ -246,9 +246,12 @@ class Runner:
         else:
             self._emit(Event("skipped", target=target, reason=f"no UDP check for {target.expect}"))
             return
-        # One after the other: a relay is one server, and its answers are compared.
-        for check in checks:
-            record = await self._step(address, check, target, address, tx)
+        # Side by side (a silent server costs one timeout, not one per check); each check is its
+        # own STUN transaction, so the answers cannot be confused.
+        records = await asyncio.gather(
+            *(self._step(address, check, target, address, tx) for check in checks)
+        )
+        for record in records:
             record.details["address_source"] = source
             self._write(record)
 

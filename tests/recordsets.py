@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.model import Failure, ProbeMeta, Record, Target, TargetRef, Vantage, new_id
+from probe.runner import RELAY_CHECKS
 from probe.targets import builtin_catalog
 from tests.recordcheck import assert_valid
 
@@ -53,6 +54,8 @@ class Fate:
     """The mtproto / whatsapp_chat check after a good TCP connect."""
     quic: str | None = None
     """The quic check of an http3 target (UDP: no TCP step)."""
+    relay: str | None = None
+    """The known-answer checks of a call-path target (stun, turn, wa_relay, reflector)."""
     real_bps: float = FAST_BPS
     neutral_bps: float = FAST_BPS
     real_bytes: int = BODY
@@ -193,6 +196,14 @@ def _transaction(run: _Run, target: Target, tx: int, fate: Fate, doh: bool) -> N
             if fate.quic is None:
                 details.update(handshake_done=True, quic_version=1, alpn="h3", status_code=200)
             run.add(target, address, "quic", tx, fate.quic, details)
+        for check in RELAY_CHECKS.get(target.expect, ()):
+            answered = fate.relay is None
+            details = {"address_source": source, "answered": answered, "bytes_sent": 20}
+            details.update(bytes_received=32 if answered else 0, unmatched=0, invalid=0)
+            details["attempts"] = [
+                {"sent": 0.0, "answered": answered, "rtt": 0.02 if answered else None}
+            ]
+            run.add(target, address, check, tx, fate.relay, details)
         return
     run.add(target, address, "tcp_connect", tx, fate.tcp, {"address_source": source})
     if fate.tcp is None and target.expect in ("mtproto", "whatsapp"):

@@ -21,6 +21,7 @@ from probe.allowlist import AllowList, parse_networks
 from probe.checks import tcp
 from probe.checks.base import CheckContext, measured
 from probe.model import Failure, Record, Target, TargetRef
+from probe.protocols import stun
 from probe.runner import Limits, RunOutput, choose_address, execute
 from tests.fakes.signaling_server import FakeSignalingServer
 from tests.fakes.udp_server import FakeUdpServer, silent
@@ -322,7 +323,9 @@ def _udp_target(tid: str, port: int, expect: str, app: str = "telegram") -> Targ
 
 async def test_a_turn_server_gets_a_binding_then_an_allocate(tmp_path: Path) -> None:
     def turn(data: bytes, index: int) -> bytes:
-        return binding_answer(data) if index == 0 else allocate_answer(data)
+        # Both checks run side by side: answer each by its message type.
+        is_binding = stun.parse(data).msg_type == stun.BINDING_REQUEST
+        return binding_answer(data) if is_binding else allocate_answer(data)
 
     async with FakeUdpServer(turn) as srv:
         rows = await _run(tmp_path, [_udp_target("turn", srv.port, "turn")])
@@ -331,6 +334,7 @@ async def test_a_turn_server_gets_a_binding_then_an_allocate(tmp_path: Path) -> 
         ("stun_allocate", None),
     ]
     assert rows[1]["details"]["realm"] == "telegram.org"
+    assert srv.count == 2  # one Binding and one Allocate, both answered at once
     assert {row["details"]["address_source"] for row in rows} == {"catalog"}
     assert len({row["transaction_id"] for row in rows}) == 1
 

@@ -608,10 +608,12 @@ def test_rules_are_well_formed() -> None:
         assert rule.mechanism is None or rule.mechanism in MECHANISMS
         assert rule.condition
     # Every failure class of a judged endpoint can be reported as a block; QUIC (never judged)
-    # is reported by the ok rules' HTTP/3 variants.
+    # is reported by the ok rules' HTTP/3 variants, the call path (udp) by the call rules.
     pairs = {(r.layer, r.mechanism) for r in RULES if r.verdict == "blocked"}
-    assert {(c.layer, c.mechanism) for c in FAIL_CLASSES if c.layer != "quic"} <= pairs
+    judged = {(c.layer, c.mechanism) for c in FAIL_CLASSES if c.layer not in ("quic", "udp")}
+    assert judged <= pairs
     assert {(r.verdict, r.layer) for r in RULES if r.layer == "quic"} == {("ok", "quic")}
+    assert {r.verdict for r in RULES if r.layer == "udp"} == {"calls_blocked", "network_degraded"}
 
 
 # --- explain -----------------------------------------------------------------------------------
