@@ -146,7 +146,7 @@ def test_builtin_ids_are_unique() -> None:
 
 def test_builtin_counts_per_app() -> None:
     counts = Counter(t.app for t in builtin_catalog())
-    assert counts == {"whatsapp": 37, "telegram": 22, "signal": 7, "control": 4}
+    assert counts == {"whatsapp": 41, "telegram": 32, "signal": 7, "control": 5}
 
 
 def test_whatsapp_e_hosts_on_443_and_5222_speak_noise_not_tls() -> None:
@@ -180,7 +180,7 @@ def test_whatsapp_web_and_registration() -> None:
 
 
 def test_telegram_dcs() -> None:
-    telegram = [t for t in builtin_catalog() if t.app == "telegram"]
+    telegram = [t for t in builtin_catalog() if t.app == "telegram" and t.role == "signaling"]
     dcs = ["149.154.175.50", "149.154.167.51", "149.154.175.100", "149.154.167.91", "149.154.171.5"]
     v4 = [t for t in telegram if t.address and ipaddress.ip_address(t.address).version == 4]
     assert len(v4) == 15
@@ -200,7 +200,7 @@ def test_telegram_dcs() -> None:
     assert {(t.role, t.expect) for t in v4 + v6} == {("signaling", "mtproto")}
     # The DC id each address belongs to, for the obfuscated2 init (from its id: tg-dc<N>-...).
     assert all(t.dc == int(t.id[5]) for t in v4 + v6)
-    web = [t for t in telegram if t.role == "web"]
+    web = [t for t in builtin_catalog() if t.app == "telegram" and t.role == "web"]
     assert [(t.host, t.port, t.transport, t.expect) for t in web] == [
         ("web.telegram.org", 443, "tcp", "https"),
         ("web.telegram.org", 443, "udp", "http3"),
@@ -229,6 +229,158 @@ def test_signal_and_controls() -> None:
     )
     assert by_id["ctl-example-443"].host == "www.example.com"
     assert by_id["ctl-example-443"].expect == "https"
+
+
+# --- the call path: UDP relays, reflectors, TURN and the neutral STUN control ------------------
+
+# What each call-path role normally answers (probe.model.EXPECTS); the control's UDP entries are
+# checked separately because its TCP entries share the role.
+CALL_PATH_EXPECT = {"relay": "wa_relay", "reflector": "reflector", "turn": "turn"}
+CALL_PATH_PORTS = {"relay": {3478, 3480}, "reflector": {596, 597, 598, 599}, "turn": {1400}}
+
+
+def call_path() -> list[Target]:
+    return [t for t in builtin_catalog() if t.role in CALL_PATH_EXPECT]
+
+
+def test_call_path_counts_per_app_and_role() -> None:
+    counts = Counter((t.app, t.role) for t in call_path())
+    assert counts == {
+        ("whatsapp", "relay"): 4,
+        ("telegram", "reflector"): 8,
+        ("telegram", "turn"): 2,
+    }
+    stun_controls = [t for t in builtin_catalog() if t.app == "control" and t.transport == "udp"]
+    assert [t.id for t in stun_controls if t.expect == "stun"] == ["ctl-stun-google-19302"]
+
+
+def test_call_path_entries_are_udp_with_the_expect_of_their_role() -> None:
+    for target in call_path():
+        assert target.transport == "udp", target
+        assert target.expect == CALL_PATH_EXPECT[target.role], target
+        assert target.port in CALL_PATH_PORTS[target.role], target
+        assert target.source.startswith("https://"), target
+        assert target.note.strip(), target
+        # Fixed addresses seen in public captures: no host name to resolve, and IPv4 only.
+        assert target.host is None, target
+        assert target.address is not None, target
+        assert ipaddress.ip_address(target.address).version == 4, target
+
+
+def test_call_path_roles_belong_to_their_app() -> None:
+    apps: dict[str, set[str]] = {}
+    for target in call_path():
+        apps.setdefault(target.role, set()).add(target.app)
+    assert apps == {"relay": {"whatsapp"}, "reflector": {"telegram"}, "turn": {"telegram"}}
+    # And no entry of another role expects a call-path answer.
+    role_of_expect = {expect: role for role, expect in CALL_PATH_EXPECT.items()}
+    for target in builtin_catalog():
+        if target.expect in role_of_expect:
+            assert target.role == role_of_expect[target.expect], target
+
+
+def test_whatsapp_relays_on_3478_and_3480() -> None:
+    relays = [t for t in call_path() if t.role == "relay"]
+    assert {(t.id, t.address, t.port) for t in relays} == {
+        (f"wa-relay{n}-{port}", address, port)
+        for n, address in ((1, "57.144.129.57"), (2, "57.144.41.57"))
+        for port in (3478, 3480)
+    }
+
+
+def test_telegram_reflectors_on_596_to_599() -> None:
+    reflectors = [t for t in call_path() if t.role == "reflector"]
+    assert {(t.id, t.address, t.port) for t in reflectors} == {
+        (f"tg-refl{n}-{port}", address, port)
+        for n, address in ((1, "91.108.17.7"), (2, "91.108.9.68"))
+        for port in (596, 597, 598, 599)
+    }
+
+
+def test_telegram_turn_on_1400() -> None:
+    turn = [t for t in call_path() if t.role == "turn"]
+    assert [(t.id, t.address, t.port) for t in turn] == [
+        ("tg-turn1-1400", "91.108.9.34", 1400),
+        ("tg-turn2-1400", "91.108.13.52", 1400),
+    ]
+
+
+def test_telegram_call_path_lies_in_telegrams_ranges() -> None:
+    # shared/METHOD.md, wire facts: Telegram's address ranges.
+    ranges = [
+        ipaddress.ip_network(net)
+        for net in (
+            "91.108.4.0/22",
+            "91.108.8.0/22",
+            "91.108.12.0/22",
+            "91.108.16.0/22",
+            "91.108.20.0/22",
+            "91.108.56.0/22",
+            "91.105.192.0/23",
+            "149.154.160.0/20",
+            "185.76.151.0/24",
+        )
+    ]
+    for target in call_path():
+        if target.app == "telegram":
+            address = ipaddress.ip_address(target.address or "")
+            assert any(address in net for net in ranges), target
+
+
+def test_neutral_stun_control() -> None:
+    by_id = {t.id: t for t in builtin_catalog()}
+    stun = by_id["ctl-stun-google-19302"]
+    assert (stun.app, stun.role, stun.host, stun.address) == (
+        "control",
+        "control",
+        "stun.l.google.com",
+        None,
+    )
+    assert (stun.port, stun.transport, stun.expect) == (19302, "udp", "stun")
+    assert stun.source.startswith("https://github.com/webrtc/samples/blob/")
+
+
+def test_control_udp_entries_expect_stun_or_http3() -> None:
+    controls = [t for t in builtin_catalog() if t.app == "control" and t.transport == "udp"]
+    assert {t.expect for t in controls} == {"stun", "http3"}
+    for target in controls:
+        if target.expect == "stun":
+            assert target.role == "control", target
+
+
+@pytest.mark.parametrize(
+    ("name", "urls"),
+    [
+        pytest.param(
+            "whatsapp.toml",
+            (
+                "https://github.com/oxidezap/whatsapp-rust/blob/",
+                "https://github.com/purpshell/meowcaller/issues/21",
+                "https://github.com/oxidezap/whatsapp-rust/pull/1102",
+            ),
+            id="whatsapp",
+        ),
+        pytest.param(
+            "telegram.toml",
+            (
+                "https://github.com/ntop/nDPI/blob/",
+                "https://github.com/Flowseal/zapret-discord-youtube/issues/6148",
+            ),
+            id="telegram",
+        ),
+        pytest.param("control.toml", ("https://github.com/webrtc/samples/blob/",), id="control"),
+    ],
+)
+def test_call_path_sources_are_in_the_header(name: str, urls: tuple[str, ...]) -> None:
+    text = importlib.resources.files("probe.targets").joinpath(name).read_text(encoding="utf-8")
+    header = text.split("\n[", 1)[0]
+    for url in urls:
+        assert url in header, url
+    app = name.removesuffix(".toml")
+    for target in builtin_catalog():
+        if target.app == app and (target.role in CALL_PATH_EXPECT or target.expect == "stun"):
+            # Every call-path source is one the header names and explains.
+            assert target.source in header, target
 
 
 @pytest.mark.parametrize("name", BUILTIN_FILES)
