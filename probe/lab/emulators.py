@@ -1,20 +1,36 @@
-"""The lab's Telegram DC and WhatsApp chat emulators: one asyncio process serving every listed
-socket, built on the sans-IO server sides of probe.protocols.
+"""The lab's Telegram DC, WhatsApp chat, WhatsApp relay and Telegram reflector emulators: one
+asyncio process serving every listed socket, built on the sans-IO server sides of probe.protocols.
 
-``python -m probe.lab.emulators --telegram ADDR:PORT ... --whatsapp ADDR:PORT ...`` (an IPv6
-address as ``[ADDR]:PORT`` or bare, the port after the last colon). ``up`` starts it in the
-internet namespace on the ``tg_dc`` and ``wa_signal`` TCP listeners, in place of nginx's silent
-ones, so a TCP connect still succeeds there and the protocol checks get a real answer:
+``python -m probe.lab.emulators --telegram ADDR:PORT ... --whatsapp ADDR:PORT ...
+--wa-relay ADDR:PORT ... --tg-reflector ADDR:PORT ...`` (an IPv6 address as ``[ADDR]:PORT`` or
+bare, the port after the last colon). ``up`` starts it in the internet namespace on the ``tg_dc``
+and ``wa_signal`` TCP listeners, in place of nginx's silent ones, so a TCP connect still succeeds
+there and the protocol checks get a real answer, and on the UDP listeners of the ``wa_relay``
+and ``tg_reflector`` sets, where no real server can give the apps' own answers:
 
-telegram  an obfuscated2 init and an unencrypted ``req_pq_multi`` -> ``resPQ`` (echoed nonce,
-          random server nonce, a pq that is the product of two 31-bit primes, one fingerprint)
-whatsapp  the ``WA`` prologue (edge-routing pre-intro allowed) and a clientHello -> a ServerHello
-          frame of the right shape (probe.protocols.whatsapp.build_server_hello)
+telegram      (TCP) an obfuscated2 init and an unencrypted ``req_pq_multi`` -> ``resPQ`` (echoed
+              nonce, random server nonce, a pq that is the product of two 31-bit primes, one
+              fingerprint)
+whatsapp      (TCP) the ``WA`` prologue (edge-routing pre-intro allowed) and a clientHello -> a
+              ServerHello frame of the right shape (probe.protocols.whatsapp.build_server_hello)
+wa-relay      (UDP) WhatsApp's relay ping 0x0801 -> the pong 0x0802 (same transaction id); a STUN
+              Binding request -> Binding success with the sender's XOR-MAPPED-ADDRESS; an
+              Allocate -> 401 with REALM (plan.DEFAULT_REALM) and a NONCE, as a TURN server that
+              wants credentials answers. coturn cannot stand in: it answers 0x0801 with a 401.
+tg-reflector  (UDP) Telegram's 40-byte reflector hello -> REFLECTOR_ANSWER_LEN bytes: the hello's
+              16-byte peer tag, the 12 x FF mark of a reflector's own ("special") packet and a TL
+              constructor (see reflector_answer for why not the 64-byte self-info)
 
-After answering, a connection is held open (what the client sends is read and dropped) until the
-client closes or CONNECTION_SECONDS pass since it was accepted. Input that cannot be parsed, or
-more bytes than the per-connection caps, closes the connection. Every read is bounded by those
+After answering, a TCP connection is held open (what the client sends is read and dropped) until
+the client closes or CONNECTION_SECONDS pass since it was accepted. Input that cannot be parsed,
+or more bytes than the per-connection caps, closes the connection. Every read is bounded by those
 caps and the connection's deadline; at most MAX_CONNECTIONS are served at once.
+
+The UDP emulators model well-behaved servers: anything but the requests above gets silence, each
+source address gets at most UDP_BURST answers at once and UDP_RATE a second after that from each
+socket (a token bucket), and the reflector never sends a source more bytes than it received from
+it (its answer is shorter than the hello), so neither can be turned into an amplifier. Their
+answers are responses, never requests, so two of them cannot be made to talk to each other.
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import secrets
@@ -29,9 +46,11 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final, cast
 
-from probe.protocols import mtproto, obfuscated2, whatsapp
+from probe.protocols import DecodeError, mtproto, obfuscated2, stun, tgcalls, whatsapp
+
+from .plan import DEFAULT_REALM
 
 # Ours: how long a connection lives at most, handshake included (the brief's "~10 s").
 CONNECTION_SECONDS: Final = 10.0
@@ -53,7 +72,25 @@ FINGERPRINT: Final = 0xC3B42B026CE86B21
 # Miller-Rabin with these bases is exact below 3,215,031,751 (Jaeschke 1993), so for 31-bit n.
 _MR_BASES: Final = (2, 3, 5, 7)
 
+# Ours: the UDP token bucket, per (socket, source address): answers at once, and per second.
+UDP_BURST: Final = 20
+UDP_RATE: Final = 20.0
+# Ours: source addresses tracked per socket; a new one beyond this, while every tracked bucket is
+# still being refilled, gets no answer (bounds the emulator's memory under a spoofed flood).
+MAX_UDP_SOURCES: Final = 4096
+# RFC 5389 §15.6: the reason phrase that goes with 401
+UNAUTHORIZED_REASON: Final = "Unauthorized"
+# Ours: random NONCE bytes, as hex (RFC 5389 §15.8 leaves the nonce to the server)
+NONCE_BYTES: Final = 8
+# libtgvoip VoIPController.cpp: TLID_UDP_REFLECTOR_PEER_INFO, a reflector's own message to a
+# client (after the tag and the 12 x FF mark); tgcalls ignores a special packet's body
+TLID_UDP_REFLECTOR_PEER_INFO: Final = 0x27D9371C
+# tag 16 + mark 12 + TL id 4: shorter than the 40-byte hello
+REFLECTOR_ANSWER_LEN: Final = tgcalls.PEER_TAG_LEN + len(tgcalls.SPECIAL_MARK) + 4
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Answer = Callable[[bytes, tuple[str, int]], bytes | None]
+"""A UDP emulator: a datagram and its source (host, port) -> the answer, or None for silence."""
 
 
 class _BadInput(Exception):
@@ -158,6 +195,138 @@ async def serve_whatsapp(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     await _hold(reader, len(buffer))
 
 
+def wa_relay_answer(data: bytes, source: tuple[str, int]) -> bytes | None:
+    """A WhatsApp relay: ping -> pong, Binding -> success, Allocate -> 401 + realm + nonce."""
+    try:
+        message = stun.parse(data)
+    except stun.StunError:
+        return None
+    if message.msg_type == stun.WHATSAPP_PING:
+        return stun.whatsapp_pong(message.txid)
+    if message.msg_type == stun.BINDING_REQUEST:
+        return stun.binding_success(message.txid, source)
+    if message.msg_type == stun.ALLOCATE_REQUEST:
+        return stun.error_response(
+            stun.ALLOCATE,
+            message.txid,
+            401,
+            UNAUTHORIZED_REASON,
+            realm=DEFAULT_REALM,
+            nonce=secrets.token_hex(NONCE_BYTES),
+        )
+    return None  # responses, indications and other methods: a relay does not answer them
+
+
+def reflector_answer(data: bytes, source: tuple[str, int]) -> bytes | None:
+    """A Telegram reflector: a valid 40-byte hello -> its 16-byte peer tag, the 12 x FF mark and
+    TLID_UDP_REFLECTOR_PEER_INFO (little-endian, as libtgvoip reads TL ids): 32 bytes.
+
+    tgcalls (v2/ReflectorPort.cpp HandleIncomingPacket) counts any packet of 16 bytes or more
+    that starts with its call tag's first 12 bytes as "the reflector is there", and ignores the
+    body of a special packet; probe.checks.relay.tg_reflector accepts the same. A real reflector
+    answers the hello's self-info request with the 64-byte self-info
+    (tgcalls.build_self_info), more bytes than the 40 it got, which this emulator must not send:
+    it would make the lab a 1.6x amplifier. The constructor is the reflector-to-client one that
+    fits the 40 bytes with room to spare; its peer fields are left out (libtgvoip skips a
+    PEER_INFO shorter than them, tgcalls never reads them)."""
+    del source  # the answer does not depend on who asked
+    try:
+        hello = tgcalls.parse_hello(data)
+    except tgcalls.ReflectorError:
+        return None
+    return (
+        hello.peer_tag + tgcalls.SPECIAL_MARK + TLID_UDP_REFLECTOR_PEER_INFO.to_bytes(4, "little")
+    )
+
+
+class _Bucket:
+    """A token bucket: UDP_BURST tokens, refilled at UDP_RATE a second."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, now: float) -> None:
+        self.tokens = float(UDP_BURST)
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(float(UDP_BURST), self.tokens + (now - self.stamp) * UDP_RATE)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self.refill(now)
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class RateLimiter:
+    """Per source address (the host, whatever its port): may it have one more answer now?"""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, host: str) -> bool:
+        now = self._clock()
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            if len(self._buckets) >= MAX_UDP_SOURCES:
+                self._forget_idle(now)
+                if len(self._buckets) >= MAX_UDP_SOURCES:
+                    return False
+            bucket = self._buckets[host] = _Bucket(now)
+        return bucket.take(now)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the buckets that are full again: those sources are as if never seen."""
+        for host in list(self._buckets):
+            bucket = self._buckets[host]
+            bucket.refill(now)
+            if bucket.tokens >= UDP_BURST:
+                del self._buckets[host]
+
+
+class DatagramEmulator(asyncio.DatagramProtocol):
+    """One UDP socket of an emulator: decode, answer at most as the limits allow."""
+
+    def __init__(self, answer: Answer, *, amplify: bool) -> None:
+        self._answer = answer
+        self._amplify = amplify
+        self._limiter = RateLimiter()
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio's selector datagram transport is one, without subclassing DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        host, port = str(addr[0]), int(addr[1])
+        if port == 0 or self._transport is None:
+            return  # no answer can reach port 0
+        try:
+            reply = self._answer(data, (host, port))
+        except (DecodeError, ValueError):
+            return
+        if reply is None:
+            return
+        if not self._amplify and len(reply) > len(data):
+            return  # never more bytes to a source than it sent
+        if not self._limiter.allow(host):
+            return
+        self._transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors from earlier answers: nothing to do
+
+
+UDP_EMULATORS: Final[dict[str, tuple[Answer, bool]]] = {
+    # name -> (answer, may its answer be longer than the request)
+    "wa-relay": (wa_relay_answer, True),  # a Binding success or a 401 outgrows its request
+    "tg-reflector": (reflector_answer, False),
+}
+
+
 class Emulators:
     """The listening sockets and the connections being served."""
 
@@ -215,7 +384,10 @@ def _socket_arg(text: str) -> tuple[str, int]:
 
 
 async def serve(
-    telegram: Sequence[tuple[str, int]], whatsapp_sockets: Sequence[tuple[str, int]]
+    telegram: Sequence[tuple[str, int]],
+    whatsapp_sockets: Sequence[tuple[str, int]],
+    wa_relay: Sequence[tuple[str, int]] = (),
+    tg_reflector: Sequence[tuple[str, int]] = (),
 ) -> None:
     """Listen on every socket until SIGTERM or SIGINT."""
     emulators = Emulators()
@@ -224,31 +396,44 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     servers = []
-    for sockets, handler in ((telegram, serve_telegram), (whatsapp_sockets, serve_whatsapp)):
-        for address, port in sockets:
-            servers.append(await asyncio.start_server(emulators.wrap(handler), address, port))
-    print(
-        f"emulators: telegram on {len(telegram)}, whatsapp on {len(whatsapp_sockets)} sockets",
-        flush=True,
-    )
+    transports: list[asyncio.DatagramTransport] = []
     try:
+        for sockets, handler in ((telegram, serve_telegram), (whatsapp_sockets, serve_whatsapp)):
+            for address, port in sockets:
+                servers.append(await asyncio.start_server(emulators.wrap(handler), address, port))
+        for sockets, name in ((wa_relay, "wa-relay"), (tg_reflector, "tg-reflector")):
+            answer, amplify = UDP_EMULATORS[name]
+            for address, port in sockets:
+                factory = functools.partial(DatagramEmulator, answer, amplify=amplify)
+                endpoint, _ = await loop.create_datagram_endpoint(
+                    factory, local_addr=(address, port)
+                )
+                transports.append(endpoint)
+        print(
+            f"emulators: telegram on {len(telegram)}, whatsapp on {len(whatsapp_sockets)}, "
+            f"wa-relay on {len(wa_relay)}, tg-reflector on {len(tg_reflector)} sockets",
+            flush=True,
+        )
         await stop.wait()
     finally:
         for server in servers:
             server.close()
+        for endpoint in transports:
+            endpoint.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m probe.lab.emulators", description="The lab's Telegram/WhatsApp emulators."
+        prog="python -m probe.lab.emulators",
+        description="The lab's Telegram/WhatsApp emulators.",
     )
-    parser.add_argument("--telegram", nargs="+", type=_socket_arg, default=[], metavar="ADDR:PORT")
-    parser.add_argument("--whatsapp", nargs="+", type=_socket_arg, default=[], metavar="ADDR:PORT")
+    for option in ("--telegram", "--whatsapp", "--wa-relay", "--tg-reflector"):
+        parser.add_argument(option, nargs="+", type=_socket_arg, default=[], metavar="ADDR:PORT")
     args = parser.parse_args(argv)
-    if not args.telegram and not args.whatsapp:
-        parser.error("give at least one --telegram or --whatsapp socket")
+    if not (args.telegram or args.whatsapp or args.wa_relay or args.tg_reflector):
+        parser.error("give at least one socket: --telegram, --whatsapp, --wa-relay, --tg-reflector")
     try:
-        asyncio.run(serve(args.telegram, args.whatsapp))
+        asyncio.run(serve(args.telegram, args.whatsapp, args.wa_relay, args.tg_reflector))
     except OSError as exc:
         print(f"emulators: {exc}", file=sys.stderr)
         return 1

@@ -112,6 +112,7 @@ DOH_PATH: Final = "/dns-query"  # RFC 8484 §4.1 leaves the path to the server; 
 STUN_PORT: Final = 3478  # RFC 8489 §9 (STUN/TURN over UDP)
 WA_WEB_RELAY_PORT: Final = 3480  # WhatsApp's web-client relay port (shared/METHOD.md, wire facts)
 TG_TURN_PORT: Final = 1400  # Telegram TURN (shared/METHOD.md, wire facts)
+TG_REFLECTOR_PORTS: Final = (596, 597, 598, 599)  # Telegram reflectors (shared/METHOD.md)
 TG_TURN_REALM: Final = "telegram.org"  # realm of Telegram TURN's 401 (shared/METHOD.md)
 DEFAULT_REALM: Final = "ringprobe.lab"
 HTTPS_PORT: Final = 443  # RFC 9110 §4.2.2
@@ -221,11 +222,30 @@ class Endpoint:
         return tuple(a for a in (self.v4, self.v6) if a is not None)
 
 
-ListenerKind = Literal["tcp", "https", "doh", "quic", "stun", "dns", "mtproto", "whatsapp"]
+ListenerKind = Literal[
+    "tcp", "https", "doh", "quic", "stun", "dns", "mtproto", "whatsapp", "wa_relay", "reflector"
+]
 
 EMULATED: Final[Mapping[str, ListenerKind]] = {"tg_dc": "mtproto", "wa_signal": "whatsapp"}
 """Sets whose plain TCP listeners are the emulators' (probe.lab.emulators) instead of silent
 ones: Telegram DCs answer req_pq_multi, WhatsApp chat servers a clientHello."""
+
+# A UDP catalog entry's expect -> the listener kind that gives its known answer. "stun" and
+# "turn" get coturn (realm telegram.org on tg_turn addresses); "wa_relay" the WhatsApp relay
+# emulator, which coturn cannot be (it answers the ping 0x0801 with a 401, not the pong);
+# "reflector" the Telegram reflector emulator. "http3" is served per web site, below.
+_UDP_KIND_OF_EXPECT: Final[Mapping[str, ListenerKind]] = {
+    "stun": "stun",
+    "turn": "stun",
+    "wa_relay": "wa_relay",
+    "reflector": "reflector",
+}
+# An "unknown" UDP entry gets the listener of its set, where the set has one.
+_UDP_KIND_OF_SET: Final[Mapping[str, ListenerKind]] = {
+    "wa_relay": "wa_relay",
+    "tg_reflector": "reflector",
+    "tg_turn": "stun",
+}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -235,7 +255,8 @@ class Listener:
     kind: ListenerKind
     """tcp: accepts and stays silent (nginx); https: TLS + HTTP/1.1 and h2 (nginx); doh:
     DNS-over-HTTPS (dnsdist); quic: HTTP/3 (ngtcp2); stun: STUN/TURN (coturn); dns: dnsmasq;
-    mtproto / whatsapp: the Telegram DC / WhatsApp chat emulator (probe.lab.emulators)."""
+    mtproto / whatsapp: the Telegram DC / WhatsApp chat emulator (TCP), wa_relay / reflector:
+    the WhatsApp relay / Telegram reflector emulator (UDP), all in probe.lab.emulators."""
     transport: Literal["tcp", "udp"]
     address: str
     port: int
@@ -448,23 +469,54 @@ def _listeners(
         address: EMULATED[e.set] for e in ordered if e.set in EMULATED for address in e.addresses()
     }
 
+    set_of = {address: e.set for e in ordered for address in e.addresses()}
+
     def put(listener: Listener) -> None:
         key = (listener.transport, listener.address, listener.port)
         held = found.get(key)
-        # A TLS server also accepts plain TCP connects: where both are wanted, TLS wins.
-        if held is None or (held.kind == "tcp" and listener.kind != "tcp"):
+        if held is None:
             found[key] = listener
+        elif listener.transport == "tcp":
+            # A TLS server also accepts plain TCP connects: where both are wanted, TLS wins.
+            if held.kind == "tcp" and listener.kind != "tcp":
+                found[key] = listener
+        elif held != listener:
+            kinds = {held.kind, listener.kind}
+            if kinds == {"stun", "wa_relay"}:
+                # The WhatsApp relay emulator also answers Binding and an unauthenticated
+                # Allocate (401, realm, nonce): it serves a stun or turn entry too.
+                found[key] = replace(listener, kind="wa_relay", realm=None)
+            elif kinds != {"stun"} or held.realm != listener.realm:
+                raise LabError(
+                    f"UDP {listener.address} port {listener.port} is wanted as {held.kind} "
+                    f"(realm {held.realm}) and as {listener.kind} (realm {listener.realm}); "
+                    "one socket has one server"
+                )
+
+    def udp_listener(kind: ListenerKind, address: str, port: int) -> Listener:
+        if kind == "stun":
+            realm = TG_TURN_REALM if set_of.get(address) == "tg_turn" else DEFAULT_REALM
+            return Listener("stun", "udp", address, port, realm=realm)
+        return Listener(kind, "udp", address, port)
 
     web_hosts: set[str] = set()
     for original, target in zip(real, lab, strict=True):
-        if target.transport != "tcp":
-            continue  # UDP services are per set (below), not per entry
         host = target.host.lower().rstrip(".") if target.host else None
         if target.address is not None:
             addresses: tuple[str, ...] = (target.address,)
         else:
             assert host is not None  # the catalog loader guarantees host or address
             addresses = endpoints[host].addresses()
+        if target.transport == "udp":
+            # Call-path entries (relays, reflectors, TURN, STUN) by their expect; HTTP/3 is
+            # served per web site (below).
+            for address in addresses:
+                kind = _UDP_KIND_OF_EXPECT.get(target.expect)
+                if kind is None and target.expect == "unknown":
+                    kind = _UDP_KIND_OF_SET.get(set_of.get(address, ""))
+                if kind is not None:
+                    put(udp_listener(kind, address, target.port))
+            continue
         tls = target.expect in ("tls", "https") or (
             target.expect == "unknown" and host is not None and target.port == HTTPS_PORT
         )
@@ -493,9 +545,13 @@ def _listeners(
         if endpoint.host in web_hosts and endpoint.v4 is not None:
             put(Listener("quic", "udp", endpoint.v4, HTTPS_PORT, endpoint.host))
         for address in endpoint.addresses():
+            # Every address of a call-path set serves its set's ports, catalog entry or not.
             if endpoint.set == "wa_relay":
-                put(Listener("stun", "udp", address, STUN_PORT, realm=DEFAULT_REALM))
-                put(Listener("stun", "udp", address, WA_WEB_RELAY_PORT, realm=DEFAULT_REALM))
+                put(Listener("wa_relay", "udp", address, STUN_PORT))
+                put(Listener("wa_relay", "udp", address, WA_WEB_RELAY_PORT))
+            elif endpoint.set == "tg_reflector":
+                for port in TG_REFLECTOR_PORTS:
+                    put(Listener("reflector", "udp", address, port))
             elif endpoint.set == "tg_turn":
                 put(Listener("stun", "udp", address, TG_TURN_PORT, realm=TG_TURN_REALM))
             elif endpoint.label in ("neutral-stun", "sig-turn"):

@@ -67,6 +67,8 @@ BUILTIN: Final = (
     "wa-prologue-rst",
     "quic-initial-drop",
     "udp-random-loss",
+    "call-relays-ip-drop",
+    "mobile-udp-drop",
 )
 """The built-in scenarios (``probe/lab/scenarios/<name>.toml``), in the order the demo runs them."""
 

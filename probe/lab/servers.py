@@ -16,11 +16,15 @@ web            nginx         HTTPS per host (own address, own certificate, HTTP/
                              TCP-only endpoints
 quic-<addr>    gtlsserver    HTTP/3 on UDP 443 of each web site (ngtcp2's example server, one
                              process per address: it serves one certificate)
-turn-<port>    turnserver    STUN/TURN (coturn) on the relay addresses; one process per port and
-                             realm (Telegram's answers 401 with realm telegram.org)
+turn-<port>    turnserver    STUN/TURN (coturn) on Telegram's TURN addresses, the neutral STUN
+                             server, Signal's TURN and any STUN/TURN catalog entry; one process
+                             per port and realm (Telegram's answers 401 with realm telegram.org)
 emulators      python        probe.lab.emulators on the Telegram DC (``tg_dc``) and WhatsApp chat
                              (``wa_signal``) TCP listeners: resPQ to req_pq_multi, ServerHello to
-                             a clientHello (and a plain TCP connect still succeeds)
+                             a clientHello (and a plain TCP connect still succeeds); and on the
+                             UDP listeners of the WhatsApp relays (``wa_relay``, 3478 and 3480:
+                             pong to the 0x0801 ping, Binding success, Allocate 401) and Telegram
+                             reflectors (``tg_reflector``, 596-599: an answer to the hello)
 =============  ============  ===================================================================
 """
 
@@ -268,6 +272,8 @@ def expected_sockets(plan: Plan) -> dict[str, frozenset[Socket]]:
                 "dns": "resolver",
                 "mtproto": "emulators",
                 "whatsapp": "emulators",
+                "wa_relay": "emulators",
+                "reflector": "emulators",
             }[x.kind]
             by_kind.setdefault(name, set()).add(socket)
     by_kind["honest-dns"] = {("udp", HONEST_DNS, 53), ("tcp", HONEST_DNS, 53)}
@@ -405,7 +411,12 @@ def prepare(
 
     if "emulators" in wanted:
         emulator = [sys.executable, "-m", "probe.lab.emulators"]
-        for kind, option in (("mtproto", "--telegram"), ("whatsapp", "--whatsapp")):
+        for kind, option in (
+            ("mtproto", "--telegram"),
+            ("whatsapp", "--whatsapp"),
+            ("wa_relay", "--wa-relay"),
+            ("reflector", "--tg-reflector"),
+        ):
             sockets = [format_socket(x.address, x.port) for x in plan.listeners if x.kind == kind]
             if sockets:
                 emulator += [option, *sockets]

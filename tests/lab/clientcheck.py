@@ -5,7 +5,9 @@ The check runs in a child interpreter (``ip netns exec <client> python -c ...``,
 the environment), and prints the record's ``failure``, ``details`` and ``timings`` as JSON.
 
 Kinds: ``tcp`` (tcp_connect), ``mtproto`` (mtproto_handshake), ``whatsapp`` (whatsapp_chat) and
-``tls`` (tls_handshake with the real SNI, verified against the lab's CA; needs ``host``).
+``tls`` (tls_handshake with the real SNI, verified against the lab's CA; needs ``host``) over TCP;
+``stun_binding``, ``stun_allocate``, ``wa_relay_ping`` and ``tg_reflector`` (probe.checks.relay)
+over UDP.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from typing import Any, Final
 
 from probe.lab import Lab, plan
 
-KINDS: Final = ("tcp", "mtproto", "whatsapp", "tls")
+KINDS: Final = (
+    "tcp",
+    "mtproto",
+    "whatsapp",
+    "tls",
+    "stun_binding",
+    "stun_allocate",
+    "wa_relay_ping",
+    "tg_reflector",
+)
+UDP_KINDS: Final = ("stun_binding", "stun_allocate", "wa_relay_ping", "tg_reflector")
 
 # Seconds the child interpreter may take on top of the check's own timeout (start-up, imports).
 _SLACK: Final = 25.0
@@ -28,6 +40,7 @@ _SCRIPT: Final = textwrap.dedent(
     from probe.allowlist import AllowList
     from probe.checks.base import CheckContext
     from probe.checks.mtproto import mtproto_handshake
+    from probe.checks.relay import stun_allocate, stun_binding, tg_reflector, wa_relay_ping
     from probe.checks.tcp import tcp_connect
     from probe.checks.tls import tls_handshake
     from probe.checks.whatsapp import whatsapp_chat
@@ -40,17 +53,25 @@ _SCRIPT: Final = textwrap.dedent(
         timeout=spec["timeout"],
         ca_file=spec["ca_file"],
     )
-    app = {"mtproto": "telegram", "whatsapp": "whatsapp"}.get(kind, "control")
+    app = {
+        "mtproto": "telegram", "whatsapp": "whatsapp", "wa_relay_ping": "whatsapp",
+        "tg_reflector": "telegram",
+    }.get(kind, "control")
+    udp = kind in spec["udp_kinds"]
     target = Target(
-        id=f"lab-{kind}", app=app, role="signaling", port=port, transport="tcp",
-        expect="unknown", source="lab test", date="2026-01-01", address=address,
-        host=spec["host"],
+        id=f"lab-{kind}", app=app, role="relay" if udp else "signaling", port=port,
+        transport="udp" if udp else "tcp", expect="unknown", source="lab test",
+        date="2026-01-01", address=address, host=spec["host"],
     )
     checks = {
         "tcp": tcp_connect,
         "mtproto": mtproto_handshake,
         "whatsapp": whatsapp_chat,
         "tls": lambda *args: tls_handshake(*args, sni_kind="real"),
+        "stun_binding": stun_binding,
+        "stun_allocate": stun_allocate,
+        "wa_relay_ping": wa_relay_ping,
+        "tg_reflector": tg_reflector,
     }
     record = asyncio.run(checks[kind](ctx, target, address, 1))
     print(json.dumps({
@@ -82,6 +103,7 @@ def run_check(
         "host": host,
         "ca_file": str(lab.ca_file),
         "ranges": list(plan.LAB_RANGES),
+        "udp_kinds": list(UDP_KINDS),
     }
     argv = [sys.executable, "-c", _SCRIPT, json.dumps(spec)]
     done = lab.run_in("client", argv, timeout=timeout + _SLACK)

@@ -124,7 +124,33 @@ def test_open_lab_probe_run_succeeds_everywhere(lab: Lab, tmp_path: Path) -> Non
         "mtproto",
         "whatsapp_chat",
         "quic",
+        "stun_binding",
+        "stun_allocate",
+        "wa_relay_ping",
+        "tg_reflector",
     }
+    # Every call-path server gave its known answer (probe.checks.relay), on every entry whose
+    # expect asks for it: relays the pong, reflectors their answer, STUN and TURN servers a
+    # Binding success, TURN servers the 401 with realm and nonce (telegram.org on Telegram's).
+    relay_checks = {
+        "stun_binding": ("stun", "turn"),
+        "stun_allocate": ("turn",),
+        "wa_relay_ping": ("wa_relay",),
+        "tg_reflector": ("reflector",),
+    }
+    by_id = {t.id: t for t in catalog}
+    for check, expects in relay_checks.items():
+        ran = [r for r in records if r["check"] == check]
+        assert all(r["details"]["answered"] for r in ran), check
+        wanted = {t.id for t in catalog if t.expect in expects}
+        assert {r["target"]["id"] for r in ran} == wanted, check
+    for r in records:
+        if r["check"] == "stun_allocate":
+            assert r["details"]["error_code"] == 401
+            app = by_id[r["target"]["id"]].app
+            assert r["details"]["realm"] == (
+                plan.TG_TURN_REALM if app == "telegram" else plan.DEFAULT_REALM
+            )
     # Every endpoint that speaks its app's protocol answered it, and HTTP/3 worked.
     answered = {
         "mtproto": lambda d: d["res_pq"],

@@ -18,6 +18,7 @@ from probe.lab import (
     LabError,
     LabNameError,
     build_plan,
+    emulators,
     hop_address,
     prefix_for,
     procs,
@@ -26,7 +27,9 @@ from probe.lab import (
 )
 from probe.lab import plan as lab_plan
 from probe.lab.pki import issue, make_authority
-from probe.targets import builtin_catalog, load_catalog
+from probe.model import Role, Target
+from probe.protocols import stun, tgcalls
+from probe.targets import Catalog, builtin_catalog, load_catalog
 
 DOC_NETS = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")]
 
@@ -119,14 +122,25 @@ def test_listeners_cover_every_target(plan: lab_plan.Plan) -> None:
                 assert kind in ("https", "doh"), target.id
             if target.expect in ("mtproto", "whatsapp", "http3"):
                 assert kind == {"http3": "quic"}.get(target.expect, target.expect), target.id
+        if target.transport == "udp" and target.expect in ("stun", "turn", "wa_relay", "reflector"):
+            for address in addresses:
+                kind = listening[("udp", address, target.port)]
+                wanted = {"turn": "stun"}.get(target.expect, target.expect)
+                assert kind in (wanted, "wa_relay"), target.id  # the relay emulator also STUNs
     stun = {(x.address, x.port, x.realm) for x in plan.listeners if x.kind == "stun"}
-    for address in plan.sets()["tg_turn"]:
+    sets = plan.sets()
+    for address in (*sets["tg_turn"], *sets["tg_turn6"]):
         assert (address, 1400, "telegram.org") in stun
-    for address in plan.sets()["wa_relay"]:
-        assert {
-            (address, 3478, lab_plan.DEFAULT_REALM),
-            (address, 3480, lab_plan.DEFAULT_REALM),
-        } <= stun
+    for address in (*sets["wa_relay"], *sets["wa_relay6"]):
+        # The WhatsApp relay emulator, not coturn (which answers the ping 0x0801 with a 401).
+        assert listening[("udp", address, 3478)] == "wa_relay"
+        assert listening[("udp", address, 3480)] == "wa_relay"
+    for address in (*sets["tg_reflector"], *sets["tg_reflector6"]):
+        for port in (596, 597, 598, 599):
+            assert listening[("udp", address, port)] == "reflector"
+    for label in ("neutral-stun", "sig-turn"):
+        for address in plan.endpoint(label).addresses():
+            assert (address, 3478, lab_plan.DEFAULT_REALM) in stun
     quic = {x.host for x in plan.listeners if x.kind == "quic"}
     assert {"web.whatsapp.com", "web.telegram.org", "www.example.com"} <= quic
 
@@ -187,8 +201,18 @@ def test_server_configuration(plan: lab_plan.Plan, tmp_path: Path) -> None:
     }
     specs = servers.prepare(plan, layout, tools, authority, {})
     names = {s.name for s in specs}
-    assert {"resolver", "honest-dns", "web", "doh", "turn-3478", "turn-3480", "turn-1400"} <= names
+    assert {"resolver", "honest-dns", "web", "doh", "turn-3478", "turn-1400", "emulators"} <= names
+    assert "turn-3480" not in names  # 3480 is only the WhatsApp relays', served by the emulator
     assert set(servers.expected_sockets(plan)) == names
+    emulators = next(s for s in specs if s.name == "emulators")
+    argv = list(emulators.argv)
+    for option in ("--telegram", "--whatsapp", "--wa-relay", "--tg-reflector"):
+        assert option in argv
+    relay = plan.sets()["wa_relay6"][0]
+    reflector = plan.sets()["tg_reflector"][0]
+    assert f"[{relay}]:3480" in argv
+    assert f"{reflector}:599" in argv
+    assert ("udp", reflector, 596) in emulators.sockets
     nginx = (layout.conf / "nginx.conf").read_text()
     assert "server_name web.whatsapp.com;" in nginx
     assert "master_process off;" in nginx
@@ -237,3 +261,146 @@ def test_lab_names() -> None:
             Lab(bad)
     with pytest.raises(LabError, match="no namespace"):
         lab.namespace("router")
+
+
+def _udp(
+    target_id: str,
+    app: str,
+    role: Role,
+    port: int,
+    expect: str,
+    *,
+    host: str | None = None,
+    address: str | None = None,
+) -> Target:
+    return Target(
+        id=target_id,
+        app=app,
+        role=role,
+        port=port,
+        transport="udp",
+        expect=expect,
+        source="unit test",
+        date="2026-11-28",
+        host=host,
+        address=address,
+    )
+
+
+def _call_path_catalog(*extra: Target) -> Catalog:
+    targets = (
+        *builtin_catalog().targets,
+        _udp("t-wa-relay", "whatsapp", "relay", 3478, "wa_relay", address="192.0.2.200"),
+        _udp("t-wa-relay-web", "whatsapp", "relay", 3480, "wa_relay", address="192.0.2.200"),
+        _udp("t-tg-refl", "telegram", "reflector", 597, "reflector", address="192.0.2.201"),
+        _udp("t-tg-refl6", "telegram", "reflector", 598, "reflector", address="2001:db8:ff::1"),
+        _udp("t-tg-turn", "telegram", "turn", 1400, "turn", address="192.0.2.202"),
+        _udp("t-tg-turn-u", "telegram", "turn", 1401, "unknown", address="192.0.2.202"),
+        _udp("t-ctl-stun", "control", "control", 19302, "stun", host="stun.example.net"),
+        *extra,
+    )
+    return Catalog(targets, ("unit",))
+
+
+def test_call_path_entries_get_their_sets_listener() -> None:
+    plan = build_plan(_call_path_catalog())
+    by_id = {t.id: t for t in plan.targets}
+    listening = {(x.transport, x.address, x.port): x for x in plan.listeners}
+
+    def at(target_id: str) -> lab_plan.Listener:
+        target = by_id[target_id]
+        assert target.address is not None
+        return listening[("udp", target.address, target.port)]
+
+    relay = by_id["t-wa-relay"].address
+    assert relay in plan.sets()["wa_relay"]
+    assert at("t-wa-relay").kind == "wa_relay"
+    assert at("t-wa-relay-web").kind == "wa_relay"
+    assert at("t-tg-refl").kind == "reflector"
+    assert by_id["t-tg-refl6"].address in plan.sets()["tg_reflector6"]
+    assert at("t-tg-refl6").kind == "reflector"
+    # Every address of the set serves all four ports, not only the one its entry names.
+    reflector = by_id["t-tg-refl"].address
+    assert reflector is not None
+    assert all(listening[("udp", reflector, p)].kind == "reflector" for p in (596, 598, 599))
+    turn = at("t-tg-turn")
+    assert (turn.kind, turn.realm) == ("stun", "telegram.org")
+    # An "unknown" UDP entry gets its set's listener: coturn on a TURN address.
+    unknown = at("t-tg-turn-u")
+    assert (unknown.kind, unknown.realm) == ("stun", "telegram.org")
+    # A STUN control by host name: coturn on both of its addresses, at its own port.
+    for address in plan.endpoint("stun.example.net").addresses():
+        control = listening[("udp", address, 19302)]
+        assert (control.kind, control.realm) == ("stun", lab_plan.DEFAULT_REALM)
+    # coturn keeps the TURN and STUN ports; none of it on the relays.
+    coturn = {x.address for x in plan.listeners if x.kind == "stun"}
+    assert coturn.isdisjoint(plan.sets()["wa_relay"])
+    # HTTP/3 entries are still served per web site, IPv4 only.
+    h3 = by_id["wa-web-h3"]
+    web = plan.endpoint("web.whatsapp.com")
+    assert h3.host == "web.whatsapp.com"
+    assert listening[("udp", web.v4 or "", 443)].kind == "quic"
+    assert ("udp", web.v6 or "", 443) not in listening
+
+
+def test_a_turn_entry_on_a_relay_address_keeps_the_relay_emulator() -> None:
+    # The emulator answers Binding and an unauthenticated Allocate too, so it serves both.
+    extra = _udp("t-wa-turn", "whatsapp", "turn", 3478, "turn", address="192.0.2.200")
+    plan = build_plan(_call_path_catalog(extra))
+    address = next(t.address for t in plan.targets if t.id == "t-wa-turn")
+    assert address is not None
+    held = {(x.transport, x.address, x.port): x for x in plan.listeners}[("udp", address, 3478)]
+    assert (held.kind, held.realm) == ("wa_relay", None)
+
+
+def test_one_udp_socket_cannot_serve_two_servers() -> None:
+    extra = _udp("t-refl-stun", "telegram", "reflector", 596, "stun", address="192.0.2.201")
+    with pytest.raises(LabError, match="one socket has one server"):
+        build_plan(_call_path_catalog(extra))
+
+
+def test_emulator_answers_are_the_known_answers() -> None:
+    """The emulators' UDP answers, checked with the probe's own decoders (sans-IO)."""
+    client = ("198.51.100.2", 40000)
+    txid = bytes(range(12))
+    pong = emulators.wa_relay_answer(stun.whatsapp_ping(txid), client)
+    assert pong == stun.whatsapp_pong(txid)
+    success = stun.parse(emulators.wa_relay_answer(stun.binding_request(txid), client) or b"")
+    assert success.msg_type == stun.BINDING_SUCCESS
+    assert success.xor_mapped_address == client
+    request = stun.allocate_request(txid)
+    error = stun.parse(emulators.wa_relay_answer(request, client) or b"", txid=txid)
+    assert error.msg_type == stun.ALLOCATE_ERROR
+    assert error.error_code is not None
+    assert error.error_code.code == 401
+    assert error.realm == lab_plan.DEFAULT_REALM
+    assert error.nonce
+    # Responses, indications and junk get silence.
+    assert emulators.wa_relay_answer(stun.whatsapp_pong(txid), client) is None
+    assert emulators.wa_relay_answer(b"x" * 20, client) is None
+
+    tag = bytes(range(16))
+    hello = tgcalls.build_hello(tag, b"\x01\x02\x03\x04")
+    answer = emulators.reflector_answer(hello, client)
+    assert answer is not None
+    assert len(answer) == emulators.REFLECTOR_ANSWER_LEN < len(hello)  # no amplification
+    reply = tgcalls.parse_reply(answer, peer_tag=tag)
+    assert reply.special
+    assert reply.tlid == emulators.TLID_UDP_REFLECTOR_PEER_INFO
+    assert answer[:16] == hello[:16]
+    # The answer is no hello itself (two reflectors cannot be made to talk to each other), and
+    # anything but a hello gets silence.
+    assert emulators.reflector_answer(answer, client) is None
+    assert emulators.reflector_answer(hello[:39], client) is None
+    assert emulators.reflector_answer(stun.whatsapp_ping(txid), client) is None
+
+
+def test_rate_limiter_is_a_token_bucket_per_source() -> None:
+    now = [0.0]
+    limiter = emulators.RateLimiter(clock=lambda: now[0])
+    burst = [limiter.allow("198.51.100.2") for _ in range(emulators.UDP_BURST + 5)]
+    assert burst.count(True) == emulators.UDP_BURST
+    assert limiter.allow("2001:db8:0:1::2")  # another source has its own bucket
+    now[0] += 1.0
+    again = [limiter.allow("198.51.100.2") for _ in range(100)]
+    assert again.count(True) == int(emulators.UDP_RATE)
