@@ -30,7 +30,8 @@ TRANSPORTS: Final = ("tcp", "udp")
 # "http3": serves an HTTP/3 GET over QUIC (UDP): a detail of reachability, never judged;
 # call path (UDP; probe.checks.relay): "stun": answers a STUN Binding with success; "turn": that,
 # and an unauthenticated Allocate with 401 and a realm; "wa_relay": answers WhatsApp's ping 0x0801
-# with the pong 0x0802; "reflector": answers Telegram's 40-byte reflector hello;
+# with the pong 0x0802; "reflector": answers Telegram's 40-byte reflector hello; "echo": the
+# ringprobe reflector, echoing call-shaped flows (docs/callflow.md);
 # "unknown": informational only (analysis must not read its silence as interference).
 EXPECTS: Final = (
     "tcp",
@@ -43,12 +44,13 @@ EXPECTS: Final = (
     "turn",
     "wa_relay",
     "reflector",
+    "echo",
     "unknown",
 )
 # The expects a target on each transport may have (the catalog loader enforces it).
 EXPECTS_BY_TRANSPORT: Final = {
     "tcp": ("tcp", "tls", "https", "mtproto", "whatsapp", "unknown"),
-    "udp": ("http3", "stun", "turn", "wa_relay", "reflector", "unknown"),
+    "udp": ("http3", "stun", "turn", "wa_relay", "reflector", "echo", "unknown"),
 }
 
 APPS: Final = ("whatsapp", "telegram", "signal", "control")
@@ -104,6 +106,8 @@ class Failure:
     # ringprobe's own, from probe.protocols.tgcalls (probe.checks.relay): a reflector's answer too
     # short for a tag, or a special packet too short for what it announces.
     REFLECTOR_BAD_REPLY = "reflector_bad_reply"
+    # ringprobe's own, from probe.protocols.echo: datagrams came back, none a valid echo of ours.
+    ECHO_BAD_DATAGRAM = "echo_bad_datagram"
     # ringprobe's own: the peer ended the QUIC connection with a CONNECTION_CLOSE (RFC 9000 §19.19)
     # that no OONI string names; the record's details say its code and reason (probe.checks.quic).
     QUIC_CONNECTION_CLOSED = "quic_connection_closed"

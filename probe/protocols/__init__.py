@@ -14,6 +14,8 @@ Modules:
                   XOR-MAPPED-ADDRESS, ERROR-CODE, REALM, FINGERPRINT
     tgcalls       Telegram reflector: the 40-byte hello, the reflector's reply, data packets
     rtp           RTP v2 with the one-byte header extension (RFC 3550, RFC 8285)
+    echo          ringprobe's own: the trailer of call-shaped flows and the reflector's echo
+                  (docs/callflow.md)
 
 Every decoder accepts any bytes and either returns a parse or raises the module's error, never
 anything else (the tests fuzz each one). The errors carry a stable ``failure`` string for records:
@@ -24,7 +26,8 @@ anything else (the tests fuzz each one). The errors carry a stable ``failure`` s
         ├── WhatsAppError  (probe.protocols.whatsapp)
         ├── StunError      (probe.protocols.stun)
         ├── ReflectorError (probe.protocols.tgcalls)
-        └── RtpError       (probe.protocols.rtp)
+        ├── RtpError       (probe.protocols.rtp)
+        └── EchoError      (probe.protocols.echo)
 
 A check translates them at its boundary: ``raise ProtocolError(exc.failure, str(exc)) from exc``.
 Programming errors (an encoder given a value it cannot encode) raise plain ValueError.

@@ -503,12 +503,13 @@ ENTRY_CASES: list[tuple[str, dict[str, Any], str]] = [
         "expect",
         valid_entry(expect="x"),
         "unknown expect 'x' (known: tcp, tls, https, mtproto, whatsapp, http3, stun, turn, "
-        "wa_relay, reflector, unknown)",
+        "wa_relay, reflector, echo, unknown)",
     ),
     (
         "expect-udp",
         valid_entry(transport="udp"),
-        "expect 'tcp' is not for udp (known: http3, stun, turn, wa_relay, reflector, unknown)",
+        "expect 'tcp' is not for udp (known: http3, stun, turn, wa_relay, reflector, echo, "
+        "unknown)",
     ),
     (
         "expect-tcp",
