@@ -16,6 +16,7 @@ import click
 from probe import __version__
 from probe.cli import analyze as analyze_cmd
 from probe.cli import lab as lab_cmd
+from probe.cli import reflector as reflector_cmd
 from probe.cli import run as run_cmd
 from probe.cli import targets as targets_cmd
 from probe.errors import RingprobeError
@@ -85,6 +86,7 @@ cli.add_command(run_cmd.command)
 cli.add_command(analyze_cmd.command)
 cli.add_command(targets_cmd.command)
 cli.add_command(lab_cmd.command)
+cli.add_command(reflector_cmd.command)
 
 
 def main() -> None:
