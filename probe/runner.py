@@ -9,6 +9,15 @@ handshake and an HTTP/3 GET ("http3") or the call path's known-answer checks (RE
 record is written (one flushed JSON line) the moment its check finishes, so an interrupted run keeps
 everything it measured; the run's manifest says whether it completed, hit its deadline or was
 interrupted.
+
+With a ringprobe reflector configured (``ctx.reflector``), each app of the run that makes calls
+(CALL_TESTS) also gets one *call test* (docs/callflow.md), under a transaction id of its own: three
+``call_flow`` flows side by side, interleaved (CALL_FLOWS), sharing one schedule of sizes and send
+times: the call on the app's port, its control (random bytes) on the same port, and the call on the
+reflector's neutral port. The apps' tests run one after the other, so no app's flows share the
+link with another's. Flows take their own time budget, not the per-check timeout, and start only
+when the run's deadline leaves them all of it (a flow cut short would look like a censor's cut).
+Without a reflector none is planned, and the manifest's ``skipped`` says so once.
 """
 
 from __future__ import annotations
@@ -50,6 +59,22 @@ RELAY_CHECKS: Final[dict[str, tuple[str, ...]]] = {
     "reflector": ("tg_reflector",),
 }
 
+# docs/callflow.md "App framings": the framing and port of each app's call test (WhatsApp's relays
+# listen on UDP 3478, Telegram's reflectors on 596-599).
+CALL_TESTS: Final[dict[str, tuple[str, int]]] = {
+    "whatsapp": ("whatsapp_rtp", 3478),
+    "telegram": ("telegram_reflector", 597),
+}
+# docs/callflow.md: the reflector's neutral high port
+NEUTRAL_PORT: Final = 40000
+# A call test's flows, in the order their records are written, and each one's first send as a
+# fraction of the send interval after the call's: the control half an interval away from the call
+# (a censor acting on time slots treats both alike), the neutral port between them.
+CALL_FLOWS: Final = (("call", 0.0), ("control", 0.5), ("call_neutral_port", 0.25))
+# Seconds from planning a call test to its first send: the three sockets are set up by then.
+CALL_START_LEAD: Final = 0.2
+SKIP_CALL_FLOWS: Final = "call flows: no --reflector"
+
 RunStatus = Literal["running", "complete", "deadline_reached", "interrupted"]
 
 
@@ -76,6 +101,7 @@ class Event:
 
     kind: Literal["start", "record", "target_done", "skipped", "end"]
     target: Target | None = None
+    """None for a skip that concerns no one target (call flows without a reflector)."""
     record: Record | None = None
     total: int = 0
     reason: str = ""
@@ -180,14 +206,21 @@ class Runner:
         self._per_host: dict[str, asyncio.Semaphore] = {}
         self._deadline_at = ctx.run_start + self.limits.deadline
         self.deadline_hit = False
+        if ctx.reflector is not None and not ctx.reflector_secret:
+            raise ValueError("a reflector needs the secret shared with it")
 
     async def run(self, targets: Iterable[Target]) -> None:
         """Measure every target; each finished transaction emits a ``target_done`` event."""
         todo = list(targets)
         self._emit(Event("start", total=len(todo)))
+        calling = [app for app in CALL_TESTS if any(target.app == app for target in todo)]
+        if calling and self.ctx.reflector is None:
+            self._emit(Event("skipped", reason=SKIP_CALL_FLOWS))
         async with asyncio.TaskGroup() as group:
             for tx, target in enumerate(todo, 1):
                 group.create_task(self._transaction(target, tx))
+            if calling and self.ctx.reflector is not None:
+                group.create_task(self._call_tests(calling, len(todo) + 1))
         self._emit(Event("end", total=len(todo)))
 
     async def _transaction(self, target: Target, tx: int) -> None:
@@ -293,19 +326,94 @@ class Runner:
         for record in gets:
             self._write(record)
 
-    async def _step(self, address: str | None, check: Check, *args: Any, **kwargs: Any) -> Record:
+    async def _call_tests(self, apps: list[str], first_tx: int) -> None:
+        """One call test per app, one app after the other."""
+        for tx, app in enumerate(apps, first_tx):
+            try:
+                await self._call_test(app, tx)
+            except _DeadlineReached:
+                self.deadline_hit = True
+                return
+
+    async def _call_test(self, app: str, tx: int) -> None:
+        """The three flows of ``app``'s call test, side by side, on one schedule."""
+        from probe.checks import call_flow
+
+        reflector, secret = self.ctx.reflector, self.ctx.reflector_secret
+        # run() plans no call test without a reflector, and Runner() refuses one without a secret
+        assert reflector is not None
+        assert secret is not None
+        framing, port = CALL_TESTS[app]
+        schedule = call_flow.make_schedule(framing, "voice", self.ctx.call_duration)
+        # The latest flow starts less than an interval after the lead.
+        budget = call_flow.time_budget(schedule.duration, CALL_START_LEAD + schedule.interval)
+        start = time.monotonic() + CALL_START_LEAD
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        steps = []
+        for flow, offset in CALL_FLOWS:
+            flow_port = NEUTRAL_PORT if flow == "call_neutral_port" else port
+            target = Target(
+                id=f"{app}-reflector-{flow_port}",
+                app=app,
+                role="reflector",
+                port=flow_port,
+                transport="udp",
+                expect="echo",
+                source="--reflector",
+                date=today,
+                address=reflector,
+            )
+            steps.append(
+                self._step(
+                    reflector,
+                    call_flow.call_flow,
+                    target,
+                    reflector,
+                    tx,
+                    budget=budget,
+                    secret=secret,
+                    flow=flow,
+                    framing=framing,
+                    schedule=schedule,
+                    start_at=start + offset * schedule.interval,
+                )
+            )
+        # Every flow runs to its end even if another one could not start.
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        deadline = False
+        for result in results:
+            if isinstance(result, _DeadlineReached):
+                deadline = True
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                self._write(result)
+        if deadline:
+            raise _DeadlineReached
+
+    async def _step(
+        self,
+        address: str | None,
+        check: Check,
+        *args: Any,
+        budget: float | None = None,
+        **kwargs: Any,
+    ) -> Record:
         """Run one check under the global and per-address limits, with its timeout cut to what
-        is left of the run's deadline."""
+        is left of the run's deadline. A check with a ``budget`` of its own (call_flow) keeps
+        its time instead: it starts only when the deadline leaves it all of the budget."""
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self._global)
             if address is not None:
                 slot = self._per_host.setdefault(address, asyncio.Semaphore(self.limits.per_host))
                 await stack.enter_async_context(slot)
             remaining = self._deadline_at - time.monotonic()
-            if remaining <= MIN_STEP_TIME:
+            if remaining <= max(MIN_STEP_TIME, budget or 0.0):
                 raise _DeadlineReached
-            cut = remaining < self.ctx.timeout
-            ctx = dataclasses.replace(self.ctx, timeout=min(self.ctx.timeout, remaining))
+            cut = budget is None and remaining < self.ctx.timeout
+            ctx = self.ctx
+            if budget is None:
+                ctx = dataclasses.replace(self.ctx, timeout=min(self.ctx.timeout, remaining))
             record = await check(ctx, *args, **kwargs)
         if cut and record.failure == Failure.GENERIC_TIMEOUT:
             # The run's deadline, not the network, ended this check: never read it as a block.
@@ -378,8 +486,10 @@ async def execute(
     result = output.result
 
     def track(event: Event) -> None:
-        if event.kind == "skipped" and event.target is not None:
-            result.skipped.append({"target": event.target.id, "reason": event.reason})
+        if event.kind == "skipped":
+            # A skip of no one target (the call flows) is listed under the check's name.
+            name = "call_flow" if event.target is None else event.target.id
+            result.skipped.append({"target": name, "reason": event.reason})
         if event.kind == "target_done":
             result.targets_done += 1
         if on_event is not None:

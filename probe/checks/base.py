@@ -47,6 +47,14 @@ class CheckContext:
     scrubber: Scrubber = field(default_factory=Scrubber)
     run_start: float = field(default_factory=time.monotonic)
     """Monotonic clock at the start of the run; ``t0`` of each record is relative to it."""
+    reflector: str | None = None
+    """The ringprobe reflector's address (an IP literal) for the call-shaped flows
+    (``call_flow`` check, docs/callflow.md); None to plan none."""
+    reflector_secret: bytes | None = field(default=None, repr=False)
+    """The secret shared with the reflector, which MACs every request and echo."""
+    call_duration: float = 10.0
+    """Seconds each call-shaped flow sends for (probe.checks.call_flow.DEFAULT_DURATION; a test
+    keeps the two equal)."""
     _ssl_contexts: dict[tuple[bool, tuple[str, ...]], ssl.SSLContext] = field(
         default_factory=dict, repr=False
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import os
 import re
 import signal
 import subprocess
@@ -23,6 +25,11 @@ if TYPE_CHECKING:
 DEFAULT_OUT = Path("ringprobe-results")
 # Cloudflare's resolver by address, so DoH needs no prior (possibly tampered) lookup.
 DEFAULT_DOH_URL = "https://1.1.1.1/dns-query"
+# The reflector's secret, hex, when no --reflector-secret-file is given (the reflector reads the
+# same variable).
+ENV_REFLECTOR_SECRET = "RINGPROBE_REFLECTOR_SECRET"  # noqa: S105 - a variable's name, no secret
+# The reflector refuses shorter secrets (probe/reflector/config.py MIN_SECRET_BYTES).
+MIN_SECRET_BYTES = 16
 
 
 @click.command("run")
@@ -85,6 +92,25 @@ DEFAULT_DOH_URL = "https://1.1.1.1/dns-query"
 )
 @click.option("--neutral-sni", default="example.org", show_default=True, help="SNI of the twin.")
 @click.option(
+    "--reflector",
+    metavar="ADDR",
+    help="A ringprobe reflector's IP address: send call-shaped flows to it and measure their "
+    "echoes (docs/callflow.md). Without it no call flows are sent.",
+)
+@click.option(
+    "--reflector-secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File with the secret shared with the reflector (hex or raw bytes); else "
+    f"{ENV_REFLECTOR_SECRET} (hex).",
+)
+@click.option(
+    "--call-duration",
+    type=click.FloatRange(1, 60),
+    default=10.0,  # probe.checks.call_flow.DEFAULT_DURATION, not imported: --help stays light
+    show_default=True,
+    help="Seconds each call-shaped flow sends for (three flows per app).",
+)
+@click.option(
     "--vantage",
     type=click.Choice(["volunteer", "baseline", "lab"]),
     default="volunteer",
@@ -123,6 +149,8 @@ def command(**options: Any) -> None:
         "resolver": ctx.resolver,
         "doh_url": ctx.doh_url,
         "allow_list": ctx.allow.describe(),
+        "reflector": ctx.reflector,
+        "call_duration": ctx.call_duration if ctx.reflector else None,
     }
     try:
         output = RunOutput(options["out_dir"], ctx, len(catalog), settings)
@@ -168,6 +196,7 @@ def _context(options: dict[str, Any]) -> CheckContext:
     if resolver:
         parse_resolver(resolver)  # validates; the check parses again when it runs
     doh_url = None if options["no_doh"] else parse_doh_url(options["doh_url"])
+    reflector, secret = _reflector(options)
     return CheckContext(
         probe=ProbeMeta(
             cc=cc, asn=asn, network_type=options["network_type"], vantage=options["vantage"]
@@ -178,7 +207,54 @@ def _context(options: dict[str, Any]) -> CheckContext:
         resolver=resolver,
         doh_url=doh_url,
         neutral_sni=options["neutral_sni"],
+        reflector=reflector,
+        reflector_secret=secret,
+        call_duration=options["call_duration"],
     )
+
+
+def _reflector(options: dict[str, Any]) -> tuple[str | None, bytes | None]:
+    """The reflector's address (an IP literal: a name would need a lookup the censor can answer)
+    and the shared secret, from the file or else the environment."""
+    value = options["reflector"]
+    if value is None:
+        return None, None
+    try:
+        address = str(ipaddress.ip_address(value))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an IP address (give the reflector by address, not by name)",
+            param_hint="--reflector",
+        ) from None
+    path: Path | None = options["reflector_secret_file"]
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {path}: {exc.strerror}") from exc
+        text = raw.strip()
+        try:
+            secret = bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            secret = raw  # not hex: the file's bytes are the secret
+        source = str(path)
+    elif os.environ.get(ENV_REFLECTOR_SECRET):
+        try:
+            secret = bytes.fromhex(os.environ[ENV_REFLECTOR_SECRET].strip())
+        except ValueError:
+            raise click.UsageError(f"{ENV_REFLECTOR_SECRET} is not hex") from None
+        source = ENV_REFLECTOR_SECRET
+    else:
+        raise click.UsageError(
+            "--reflector needs the shared secret: --reflector-secret-file or "
+            f"{ENV_REFLECTOR_SECRET}"
+        )
+    if len(secret) < MIN_SECRET_BYTES:
+        raise click.UsageError(
+            f"the reflector secret from {source} is {len(secret)} bytes; it takes at least "
+            f"{MIN_SECRET_BYTES}"
+        )
+    return address, secret
 
 
 def _limits(options: dict[str, Any]) -> Limits:
@@ -262,7 +338,8 @@ class _Progress:
             self._records += 1
             self._failures += event.record.failure is not None
             self._progress.update(self._task, records=self._records, failures=self._failures)
-        elif event.kind in ("target_done", "skipped"):
+        elif event.kind == "target_done" or (event.kind == "skipped" and event.target is not None):
+            # A skip of no one target (call flows without a reflector) is no target's progress.
             self._progress.advance(self._task)
 
 
