@@ -3,7 +3,8 @@
 ``analysis.load`` (ringprobe records) and ``analysis.load_ooni`` (OONI measurements) both return
 exactly these columns in this order, so the two sources concatenate. Repeated strings are
 categoricals; absent values are NA. Detail columns are lifted out of each record's ``details``
-where the verdict rules need them; the rest of ``details`` is kept only on request
+where the verdict rules need them; ``call_flow`` records keep their whole ``details`` (nested
+per-bin counts) as JSON in column ``call_flow``; the rest of ``details`` is kept only on request
 (``keep_details=True``, column ``details`` as a JSON string).
 """
 
@@ -53,6 +54,11 @@ COLUMNS: Final[dict[str, tuple[str, str]]] = {
     "body_bytes": ("Int64", "http_get: body bytes read"),
     "throughput_bps": ("float64", "http_get: body bits per second"),
     "deadline_cut": ("boolean", "the run's deadline cut the check short"),
+    "call_flow": (
+        "string",
+        "call_flow records: their details as JSON (flow, per-bin counts, totals; "
+        "docs/callflow.md); NA for other checks and for OONI rows",
+    ),
     "details": ("string", "the record's details as JSON; only with keep_details=True, else NA"),
 }
 

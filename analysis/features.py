@@ -13,8 +13,10 @@ records):
    the SNI throughput comparison, the run's neutral controls and the run's metadata
    (``app_features``; its columns are ``FEATURE_COLUMNS``).
 
-Call-path evidence (relays, reflectors, call flows) arrives as more level-2 columns computed from
-its own checks and read by more rules; nothing here needs to change for that.
+Call-path evidence arrives as more level-2 columns computed from its own checks and read by more
+rules: the relays' known answers (``relays``, ``udp_controls``) from level 1, and the call-flow
+figures (``callflow_tests``, ``call_*``, ``control_*``, ``neutral_*``) from the ``call_flow``
+records' per-bin counts (``callflow_features``, statistics in ``analysis.callflow``).
 
 The scalar helpers (``failure_kind``, ``step_of``) and the thresholds are shared with the naive
 reference implementation in ``bench/naive_verdicts.py``.
@@ -22,6 +24,7 @@ reference implementation in ``bench/naive_verdicts.py``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -29,6 +32,8 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from analysis import callflow as cf
+from analysis.load import CALL_FLOW_CHECK
 from probe.model import Failure
 
 # --- thresholds (each is what a rule compares with; the rules cite them by name) ----------------
@@ -789,6 +794,143 @@ def _status(
     return status.astype(np.int64), fail_class.astype(np.int64)
 
 
+# --- call flows: per (run, app), from the call_flow records --------------------------------------
+
+# Flow records that say nothing about the network: cut by the deadline, or refused by the
+# allow-list before anything was sent.
+_NOT_EVIDENCE_FAILURES: Final = (Failure.INTERRUPTED, Failure.ADDRESS_NOT_ALLOWED)
+
+# name -> (dtype, meaning); NA (NaN), 0 or False on rows without a call test. The figures are
+# those of the app's test whose call flow fared worst against its control (largest area).
+CALLFLOW_COLUMNS: Final[dict[str, tuple[str, str]]] = {
+    "callflow_tests": (
+        "int64",
+        "call tests (a call flow and its control, from call_flow records) that are evidence",
+    ),
+    "call_delivery": ("float64", "call flow: echoed / sent datagrams"),
+    "control_delivery": ("float64", "its control flow (random bytes, same sizes and times)"),
+    "neutral_delivery": ("float64", "the call framing on the neutral port (NA: not run)"),
+    "call_area": (
+        "float64",
+        "Wehe's area over per-bin delivery: (mean control - mean call) / max of the two",
+    ),
+    "call_p": ("float64", "two-sided Mann-Whitney p-value, call vs control per-bin delivery"),
+    "call_blocked": (
+        "bool",
+        f"the call flow got no echo after its first {cf.BLOCK_WITHIN_S:g} s while the control "
+        "was echoed to its end, or its opening alone never came back (call_opening_lost)",
+    ),
+    "call_opening_lost": (
+        "bool",
+        f"none of the call flow's first {cf.OPENING} datagrams (STUN Allocate and pings, "
+        "reflector hellos) came back, while the control's did and the rest of the call flow was "
+        "delivered",
+    ),
+    "neutral_blocked": ("bool", "call_blocked for the call framing on the neutral port"),
+    "call_cut_s": (
+        "float64",
+        "seconds from the call flow's start to its last echoed datagram, when it was cut (its "
+        "echoes stopped >= 1 s before its last send while the control's went on); NA otherwise",
+    ),
+    "call_cut_packets": ("float64", "datagrams sent up to the cut (NA: not cut)"),
+    "call_cut_bytes": ("float64", "bytes sent up to the cut, at bin resolution (NA: not cut)"),
+    "call_loss_up": ("float64", "share of the call's datagrams that never reached the reflector"),
+    "call_loss_down": ("float64", "share of those the reflector got whose echo never came back"),
+    "call_policing": (
+        "bool",
+        "the call flow lost datagrams without its RTT rising (drops, not delays: policing)",
+    ),
+    "call_loss_bursts": ("int64", "runs of consecutive bins in which the call flow lost datagrams"),
+    "call_rtt_slope_ms_s": ("float64", "slope of the call flow's per-bin median RTT, ms per s"),
+    "control_rtt_slope_ms_s": ("float64", "the same for its control"),
+}
+_CALLFLOW_EMPTY: Final = {"int64": 0, "float64": np.nan, "bool": False}
+
+
+def _flow_tests(
+    flows: dict[str, list[tuple[float, str, cf.Flow]]],
+) -> list[dict[str, float | bool | None]]:
+    """The summaries of one (run, app, profile)'s tests: the k-th call flow (in start order)
+    with the k-th control and the k-th neutral-port flow."""
+    ordered = {name: sorted(items, key=lambda i: (i[0], i[1])) for name, items in flows.items()}
+    calls, controls = ordered.get("call", []), ordered.get("control", [])
+    neutrals = ordered.get("call_neutral_port", [])
+    out = []
+    for k in range(min(len(calls), len(controls))):
+        neutral = neutrals[k][2] if k < len(neutrals) else None
+        out.append(cf.summarize(calls[k][2], controls[k][2], neutral))
+    return out
+
+
+def callflow_features(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, app) with at least one call test: run_id, app and CALLFLOW_COLUMNS.
+
+    A test is a ``call`` flow and its ``control`` of the same run, app, profile and transaction
+    (probe.runner writes a test's three flows under one transaction id; the k-th of each in start
+    order should a transaction hold more), with the ``call_neutral_port`` flow if there is one.
+    Flow records cut by the deadline or refused by the allow-list are not evidence. Each
+    record's per-bin counts are parsed from the ``call_flow`` column (a few records per run, so a
+    Python loop over them; the statistics per flow are NumPy).
+    """
+    columns = ["run_id", "app", *CALLFLOW_COLUMNS]
+    empty = pd.DataFrame({name: [] for name in columns})
+    if "call_flow" not in df.columns:
+        return empty
+    # Only call_flow records carry the column: the rest of the frame is never looked at.
+    rows = np.flatnonzero(df["call_flow"].notna().to_numpy(dtype=bool))
+    if rows.size == 0:
+        return empty
+    records = df.iloc[rows]
+    is_flow = records["check"].astype(object).eq(CALL_FLOW_CHECK).to_numpy(bool, na_value=False)
+    usable = ~records["failure"].astype(object).isin(_NOT_EVIDENCE_FAILURES).to_numpy(bool)
+    names = ["run_id", "app", "transaction_id", "t0", "measurement_id", "call_flow"]
+    sub = records.loc[is_flow & usable, names]
+    groups: dict[tuple[str, str, str, int], dict[str, list[tuple[float, str, cf.Flow]]]] = {}
+    for run_id, app, tx, t0, mid, text in sub.itertuples(index=False, name=None):
+        details = json.loads(text)
+        if not isinstance(details, dict) or details.get("flow") not in cf.FLOWS:
+            continue
+        key = (str(run_id), str(app), str(details.get("profile")), -1 if pd.isna(tx) else int(tx))
+        start = float(t0) if pd.notna(t0) else 0.0
+        item = (start, str(mid), cf.flow_from_details(details))
+        groups.setdefault(key, {}).setdefault(str(details["flow"]), []).append(item)
+    per_app: dict[tuple[str, str], list[dict[str, float | bool | None]]] = {}
+    for (run_id, app, _profile, _tx), flows in sorted(groups.items()):
+        per_app.setdefault((run_id, app), []).extend(_flow_tests(flows))
+    found = []
+    for (run_id, app), tests in per_app.items():
+        if not tests:
+            continue
+        # The worst test: the largest area (NaN lowest); ties to the first (profile, transaction).
+        areas = np.array([t["call_area"] for t in tests], dtype=np.float64)
+        scores = np.where(np.isnan(areas), -np.inf, areas)
+        worst = tests[int(np.argmax(scores))]
+        found.append({"run_id": run_id, "app": app, **worst, "callflow_tests": len(tests)})
+    if not found:
+        return empty
+    return pd.DataFrame(found)[columns]
+
+
+def _merge_callflow(table: pd.DataFrame, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """CALLFLOW_COLUMNS for the rows of ``table`` (run_id, app), filled for rows without tests."""
+    flows = callflow_features(df)
+    n = len(table)
+    if flows.empty:
+        return {
+            name: np.full(
+                n, _CALLFLOW_EMPTY[dtype], dtype=np.float64 if dtype == "float64" else dtype
+            )
+            for name, (dtype, _meaning) in CALLFLOW_COLUMNS.items()
+        }
+    merged = table[["run_id", "app"]].merge(flows, on=["run_id", "app"], how="left")
+    out = {}
+    for name, (dtype, _meaning) in CALLFLOW_COLUMNS.items():
+        column = merged[name].astype(object)
+        column = column.where(column.notna(), _CALLFLOW_EMPTY[dtype])
+        out[name] = column.to_numpy(dtype=np.float64 if dtype == "float64" else dtype)
+    return out
+
+
 # --- level 2: per (run, app) ---------------------------------------------------------------------
 
 # The columns app_features returns, with what each means; verdicts() reports them as figures.
@@ -829,6 +971,7 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     "controls": "the run's neutral control endpoints that are evidence",
     "controls_failed": "of those, failed",
     "control_share_failed": "controls_failed / controls (NA without controls)",
+    **{name: meaning for name, (_dtype, meaning) in CALLFLOW_COLUMNS.items()},
     "probe_cc": "country of the run",
     "probe_asn": "network of the run",
     "vantage": "volunteer, baseline, lab or ooni",
@@ -963,6 +1106,8 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         share = np.where(n_targets > 0, n_failed / np.maximum(n_targets, 1), np.nan)
         c_n, c_f = controls[a_run], controls_failed[a_run]
         control_share = np.where(c_n > 0, c_f / np.maximum(c_n, 1), np.nan)
+    keys = pd.DataFrame({"run_id": np.asarray(run_cats, dtype=object)[a_run], "app": app_names})
+    calls = _merge_callflow(keys, df)
     return pd.DataFrame(
         {
             "run_id": np.asarray(run_cats, dtype=object)[a_run],
@@ -997,6 +1142,7 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
             "controls": c_n,
             "controls_failed": c_f,
             "control_share_failed": control_share,
+            **calls,
             **meta,
             "start_time": pd.to_datetime(first_start[a_run], utc=True),
         }
@@ -1006,6 +1152,7 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
 __all__ = [
     "BASELINE_OK_SHARE",
     "BLOCK_SHARE",
+    "CALLFLOW_COLUMNS",
     "CALL_CHECKS",
     "CALL_EXPECTS",
     "CONTROL_FAIL_SHARE",
@@ -1028,6 +1175,7 @@ __all__ = [
     "Targets",
     "app_features",
     "baseline_failures",
+    "callflow_features",
     "dedup",
     "failure_kind",
     "record_steps",

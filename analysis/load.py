@@ -4,7 +4,9 @@ The hot path is columnar: each file's bytes are parsed by pyarrow's C++ JSON rea
 explicit schema that names only the fields the columns need (every other key, including the
 heterogeneous rest of ``details``, is ignored by the reader), the per-file tables are concatenated,
 and the columns are derived with Arrow compute and NumPy. Python touches single lines only when a
-file is damaged (to find and skip the bad lines) and, on request, to keep ``details`` as JSON.
+file is damaged (to find and skip the bad lines), for ``call_flow`` records (their nested per-bin
+``details`` go to the ``call_flow`` column as JSON: a few records per run) and, on request, to keep
+``details`` as JSON.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import io
 import json
 import os
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -43,6 +45,10 @@ _GLOB_CHARS: Final = frozenset("*?[")
 # JSON insignificant whitespace (RFC 8259 section 2): a line of only these is blank.
 _WS_BYTES: Final = b" \t\n\r"
 _MIN_BLOCK: Final = 1 << 20
+
+# The check whose details (per-bin flow counts, docs/callflow.md) are kept whole, as JSON, in the
+# ``call_flow`` column: the call-flow rules need its nested bins, which flat columns cannot hold.
+CALL_FLOW_CHECK: Final = "call_flow"
 
 _F64 = pa.float64()
 _STR = pa.string()
@@ -271,6 +277,24 @@ class _Parsed:
     """1-based line number of each row of ``table`` in its file."""
     texts: list[bytes] | None = None
     """Each row's line, kept only when the caller wants ``details``."""
+    flow_rows: np.ndarray | None = None
+    """Rows of ``table`` that are call_flow records (None: none)."""
+    flow_texts: list[bytes] | None = None
+    """Their lines, in the same order."""
+
+
+def _with_flows(parsed: _Parsed, line: Callable[[int], bytes]) -> _Parsed:
+    """``parsed`` with its call_flow rows and their lines (``line(row)`` gives a row's bytes)."""
+    table = parsed.table
+    if table.num_rows == 0:
+        return parsed
+    is_flow = pc.fill_null(pc.equal(table.column("check"), CALL_FLOW_CHECK), False)
+    if not pc.any(is_flow).as_py():
+        return parsed
+    rows = np.flatnonzero(is_flow.to_numpy(zero_copy_only=False))
+    parsed.flow_rows = rows
+    parsed.flow_texts = [line(int(row)) for row in rows]
+    return parsed
 
 
 def _read_table(data: bytes, max_line: int) -> pa.Table:
@@ -303,7 +327,9 @@ def _parse_file(path: str, data: bytes, keep_lines: bool) -> _Parsed:
     if table is None or table.num_rows != numbers.size:
         return _parse_slowly(path, data, numbers, starts, ends, keep_lines)
     texts = [data[s:e] for s, e in zip(starts, ends, strict=True)] if keep_lines else None
-    return _Parsed(table, numbers, texts)
+    return _with_flows(
+        _Parsed(table, numbers, texts), lambda row: data[int(starts[row]) : int(ends[row])]
+    )
 
 
 def _parse_slowly(
@@ -346,7 +372,8 @@ def _parse_slowly(
             checked_numbers.append(number)
         good, good_numbers = checked, checked_numbers
         table = _read_lines(good)
-    return _Parsed(table, np.asarray(good_numbers, dtype=np.int64), good if keep_lines else None)
+    parsed = _Parsed(table, np.asarray(good_numbers, dtype=np.int64), good if keep_lines else None)
+    return _with_flows(parsed, lambda row: good[row])
 
 
 def _read_lines(lines: list[bytes]) -> pa.Table:
@@ -407,7 +434,13 @@ def _validate(path: str, parsed: _Parsed) -> _Parsed:
     texts = parsed.texts
     if texts is not None:
         texts = [t for t, k in zip(texts, keep.tolist(), strict=True) if k]
-    return _Parsed(table.filter(pa.array(keep)), parsed.lines[keep], texts)
+    out = _Parsed(table.filter(pa.array(keep)), parsed.lines[keep], texts)
+    if parsed.flow_rows is not None and parsed.flow_texts is not None:
+        kept = keep[parsed.flow_rows]
+        renumber = np.cumsum(keep) - 1
+        out.flow_rows = renumber[parsed.flow_rows[kept]]
+        out.flow_texts = [t for t, k in zip(parsed.flow_texts, kept.tolist(), strict=True) if k]
+    return out
 
 
 # --- columns -------------------------------------------------------------------------------------
@@ -549,6 +582,19 @@ def _details_json(texts: list[bytes]) -> list[str | None]:
     return out
 
 
+def _call_flow_column(
+    rows: list[np.ndarray], texts: list[bytes], n: int
+) -> list[str | None] | None:
+    """The ``call_flow`` column: call_flow records' details as JSON, NA elsewhere (None: no
+    call_flow record at all, so the column is all NA at no cost)."""
+    if not texts:
+        return None
+    out: list[str | None] = [None] * n
+    for row, details in zip(np.concatenate(rows).tolist(), _details_json(texts), strict=True):
+        out[row] = details
+    return out
+
+
 # --- public --------------------------------------------------------------------------------------
 
 
@@ -567,8 +613,13 @@ def load(paths: Paths, *, keep_details: bool = False) -> pd.DataFrame:
     tables: list[pa.Table] = []
     counts: list[int] = []
     texts: list[bytes] = []
+    flow_rows: list[np.ndarray] = []
+    flow_texts: list[bytes] = []
     for path in files:
         parsed = _validate(path, _parse_file(path, read_bytes(path), keep_details))
+        if parsed.flow_rows is not None and parsed.flow_texts is not None:
+            flow_rows.append(parsed.flow_rows + sum(counts))
+            flow_texts.extend(parsed.flow_texts)
         tables.append(parsed.table)
         counts.append(parsed.table.num_rows)
         if parsed.texts is not None:
@@ -583,6 +634,7 @@ def load(paths: Paths, *, keep_details: bool = False) -> pd.DataFrame:
     data["source_file"] = pd.Categorical.from_codes(
         np.repeat(np.arange(len(files)), counts), categories=_categories(files)
     )
+    data["call_flow"] = _call_flow_column(flow_rows, flow_texts, n)
     if keep_details:
         data["details"] = _details_json(texts)
     return build_frame(data, n)
@@ -601,4 +653,12 @@ def concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-__all__ = ["RECORD_SCHEMA", "SCHEMA_VERSIONS", "build_frame", "concat", "empty_frame", "load"]
+__all__ = [
+    "CALL_FLOW_CHECK",
+    "RECORD_SCHEMA",
+    "SCHEMA_VERSIONS",
+    "build_frame",
+    "concat",
+    "empty_frame",
+    "load",
+]

@@ -6,9 +6,13 @@ states the figures behind it. ``apply_rules`` evaluates every condition at once 
 the first rule whose condition holds (``np.select``); the last rule, ``ok``, always holds.
 
 Adding evidence means adding feature columns and rules; the call-path verdicts (calls_blocked,
-calls_throttled, calls_cut) slot in before ``partial_failure``/``ok`` reading relay, reflector and
-call-flow columns, without touching the rules that exist. ``RULES`` is public so a researcher can
-read, in order, what fires::
+calls_throttled, calls_cut) slot in after ``partial_failure`` (so signaling works whenever one
+fires) reading call-flow, relay and reflector columns, without touching the rules that exist.
+The call-flow rules (``CALLFLOW_RULES``) come first among them: a call-shaped flow measured
+against its own control is direct evidence of what happens to call media, where a silent relay
+only says that one address did not answer. When the flows show nothing (or the run has none,
+or the reflector echoed not even the control) the relay rules decide as before. ``RULES`` is
+public so a researcher can read, in order, what fires::
 
     for rule in analysis.RULES:
         print(rule.name, rule.verdict, rule.condition)
@@ -23,6 +27,16 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from analysis.callflow import (
+    AREA_THRESHOLD,
+    BLOCK_WITHIN_S,
+    CONTROL_TAIL_S,
+    CUT_MIN_BINS,
+    CUT_MIN_S,
+    FLOW_OK_DELIVERY,
+    OPENING,
+    P_THRESHOLD,
+)
 from analysis.features import (
     BLOCK_SHARE,
     CONTROL_FAIL_SHARE,
@@ -353,6 +367,231 @@ def _explain_calls_partial(f: pd.DataFrame) -> pd.Series:
     return _calls_failed_of(f) + ": too many to be noise, too few to call the calls blocked"
 
 
+# --- the call-flow rules -------------------------------------------------------------------------
+
+
+def _pct(values: pd.Series) -> pd.Series:
+    return (values.astype("float64") * 100).round().astype("Int64").astype(str) + "%"
+
+
+def _g2(values: pd.Series) -> pd.Series:
+    return values.astype("float64").map(lambda v: f"{v:.2g}").astype(str)
+
+
+def _flow_app(f: pd.DataFrame) -> pd.Series:
+    return app_name(f["app"]) + " call-shaped flow"
+
+
+def _control_echoed(f: pd.DataFrame) -> pd.Series:
+    return "its control (random bytes, same sizes and times) delivered " + _pct(
+        f["control_delivery"]
+    )
+
+
+def _explain_flow_blocked(f: pd.DataFrame) -> pd.Series:
+    neutral_ran = f["neutral_delivery"].notna()
+    opening = f["call_opening_lost"].astype(bool)
+    return (
+        _flow_app(f)
+        + _when(
+            opening,
+            f": its opening (the first {OPENING} datagrams, as the app's client starts a call) "
+            "never came back on the app's port, the rest did",
+            f.index,
+        )
+        + _when(
+            ~opening,
+            f" got no echo after its first {BLOCK_WITHIN_S:g} s on the app's port",
+            f.index,
+        )
+        + _when(
+            f["neutral_blocked"],
+            ", nor did the same framing on a neutral port (the content is recognised)",
+            f.index,
+        )
+        + _when(
+            ~f["neutral_blocked"].astype(bool) & neutral_ran,
+            "; the same framing on a neutral port delivered " + _pct(f["neutral_delivery"]),
+            f.index,
+        )
+        + "; "
+        + _control_echoed(f)
+        + ", echoed to its end"
+    )
+
+
+def _explain_flow_cut(f: pd.DataFrame) -> pd.Series:
+    return (
+        _flow_app(f)
+        + " stopped being echoed "
+        + f["call_cut_s"].round(1).astype(str)
+        + " s after it started ("
+        + f["call_cut_packets"].astype("int64").astype(str)
+        + " datagrams, "
+        + _kb(f["call_cut_bytes"])
+        + " sent) while "
+        + _control_echoed(f)
+        + ", echoed to its end; at one send rate a byte counter and a timer look alike"
+    )
+
+
+def _flow_comparison(f: pd.DataFrame) -> pd.Series:
+    return (
+        _flow_app(f)
+        + " delivered "
+        + _pct(f["call_delivery"])
+        + " of its datagrams, "
+        + _control_echoed(f)
+        + " (area "
+        + f["call_area"].round(2).astype(str)
+        + ", Mann-Whitney p = "
+        + _g2(f["call_p"])
+        + ")"
+    )
+
+
+def _explain_flow_throttled(f: pd.DataFrame) -> pd.Series:
+    lost = f["call_loss_up"].notna()
+    return (
+        _flow_comparison(f)
+        + _when(
+            lost,
+            "; lost "
+            + _pct(f["call_loss_up"])
+            + " on the way out, "
+            + _pct(f["call_loss_down"])
+            + " on the way back",
+            f.index,
+        )
+        + _when(f["call_policing"], "; drops without a rising RTT (policing)", f.index)
+        + _when(
+            ~f["call_policing"].astype(bool) & f["call_rtt_slope_ms_s"].notna(),
+            "; RTT slope " + f["call_rtt_slope_ms_s"].round(1).astype(str) + " ms/s",
+            f.index,
+        )
+    )
+
+
+def _explain_flow_degraded(f: pd.DataFrame) -> pd.Series:
+    return _flow_comparison(f) + ": the network loses UDP whatever its content"
+
+
+def _explain_flow_unclear(f: pd.DataFrame) -> pd.Series:
+    control_bad = f["control_delivery"] < FLOW_OK_DELIVERY
+    return (
+        _flow_comparison(f)
+        + _when(control_bad, ": worse than the control, but the control lost too", f.index)
+        + _when(~control_bad, ": a difference the test cannot confirm", f.index)
+    )
+
+
+def _flows(f: pd.DataFrame) -> pd.Series[bool]:
+    return f["callflow_tests"] > 0
+
+
+def _flow_blocked(f: pd.DataFrame) -> pd.Series[bool]:
+    return _flows(f) & f["call_blocked"].astype(bool)
+
+
+def _neutral_fine(f: pd.DataFrame) -> pd.Series[bool]:
+    # The neutral-port flow delivers about as well as the control: only the app's port is hit.
+    return ~f["neutral_blocked"].astype(bool) & (
+        f["neutral_delivery"] >= FLOW_OK_DELIVERY * f["control_delivery"]
+    )
+
+
+def _control_fine(f: pd.DataFrame) -> pd.Series[bool]:
+    return f["control_delivery"] >= FLOW_OK_DELIVERY
+
+
+# Evaluated in this order, after partial_failure and before the relay rules (module docstring).
+CALLFLOW_RULES: Final[tuple[Rule, ...]] = (
+    Rule(
+        "calls_flow_blocked_fingerprint",
+        "calls_blocked",
+        "udp",
+        "stun_fingerprint",
+        lambda f: _flow_blocked(f) & f["neutral_blocked"].astype(bool),
+        _explain_flow_blocked,
+        f"the call flow got no echo after its first {BLOCK_WITHIN_S} s, or none of its first "
+        f"{OPENING} datagrams while the rest came (call_blocked), nor did the call framing on a "
+        "neutral port (neutral_blocked), while the control was echoed: content-based",
+    ),
+    Rule(
+        "calls_flow_blocked_port",
+        "calls_blocked",
+        "udp",
+        "port",
+        lambda f: _flow_blocked(f) & _neutral_fine(f),
+        _explain_flow_blocked,
+        "call_blocked, while the call framing on a neutral port delivered >= "
+        f"{FLOW_OK_DELIVERY} x control_delivery: port-based",
+    ),
+    Rule(
+        "calls_flow_blocked",
+        "calls_blocked",
+        "udp",
+        None,
+        _flow_blocked,
+        _explain_flow_blocked,
+        "call_blocked, and the neutral-port flow neither blocked nor fine (or not run)",
+    ),
+    Rule(
+        "calls_flow_cut",
+        "calls_cut",
+        "udp",
+        "time_cutoff",
+        lambda f: _flows(f) & f["call_cut_s"].notna(),
+        _explain_flow_cut,
+        f"the call flow's last echo >= {CUT_MIN_S} s and >= {CUT_MIN_BINS} bins before its last "
+        f"send, after its first {BLOCK_WITHIN_S} s, while the control was echoed to within "
+        f"{CONTROL_TAIL_S} s of its end (call_cut_s); "
+        "one send rate cannot tell a byte counter from a timer, so time_cutoff, with the bytes",
+    ),
+    Rule(
+        "calls_flow_throttled",
+        "calls_throttled",
+        "udp",
+        "rate_cap",
+        lambda f: (
+            _flows(f)
+            & (f["call_area"] >= AREA_THRESHOLD)
+            & (f["call_p"] < P_THRESHOLD)
+            & _control_fine(f)
+        ),
+        _explain_flow_throttled,
+        f"call_area >= {AREA_THRESHOLD} and call_p < {P_THRESHOLD} (Wehe), with "
+        f"control_delivery >= {FLOW_OK_DELIVERY}",
+    ),
+    Rule(
+        "calls_flow_degraded",
+        "network_degraded",
+        "udp",
+        None,
+        lambda f: (
+            _flows(f)
+            & (f["control_delivery"] > 0)
+            & (f["control_delivery"] < FLOW_OK_DELIVERY)
+            & (f["call_delivery"] < FLOW_OK_DELIVERY)
+            & (f["call_area"].abs() < AREA_THRESHOLD)
+        ),
+        _explain_flow_degraded,
+        f"call_delivery and control_delivery both < {FLOW_OK_DELIVERY} (the control echoed at "
+        f"all) and |call_area| < {AREA_THRESHOLD}: the control degrades as much as the call",
+    ),
+    Rule(
+        "calls_flow_unclear",
+        "inconclusive",
+        None,
+        None,
+        lambda f: _flows(f) & (f["call_area"] >= AREA_THRESHOLD),
+        _explain_flow_unclear,
+        f"call_area >= {AREA_THRESHOLD} but not a throttle: the control delivered < "
+        f"{FLOW_OK_DELIVERY} or call_p >= {P_THRESHOLD}",
+    ),
+)
+
+
 def _relays_failing(share: float) -> Condition:
     def when(f: pd.DataFrame) -> pd.Series[bool]:
         return (f["relays"] > 0) & (f["relays_failed"] >= share * f["relays"])
@@ -535,7 +774,8 @@ RULES: Final[tuple[Rule, ...]] = (
         _explain_partial,
         f"{PARTIAL_SHARE} <= share_failed < {BLOCK_SHARE}",
     ),
-    # The call path, once signaling works (the rules above did not fire).
+    # The call path, once signaling works (the rules above did not fire): call flows first.
+    *CALLFLOW_RULES,
     Rule(
         "calls_network_degraded",
         "network_degraded",
@@ -650,6 +890,7 @@ def apply_rules(features: pd.DataFrame, rules: Sequence[Rule] = RULES) -> pd.Dat
 
 __all__ = [
     "APP_NAMES",
+    "CALLFLOW_RULES",
     "LAYERS",
     "MECHANISMS",
     "RULES",

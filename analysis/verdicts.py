@@ -33,6 +33,7 @@ from pandas.api.types import pandas_dtype
 
 from analysis.features import (
     BASELINE_VANTAGE,
+    CALLFLOW_COLUMNS,
     FAIL_CLASSES,
     FEATURE_COLUMNS,
     Targets,
@@ -81,6 +82,8 @@ VERDICT_COLUMNS: Final[dict[str, str]] = {
     "udp_controls_failed": "int64",
     "controls": "int64",
     "controls_failed": "int64",
+    # The call-flow figures (features.CALLFLOW_COLUMNS says what each means).
+    **{name: dtype for name, (dtype, _meaning) in CALLFLOW_COLUMNS.items()},
     "probe_cc": "string",
     "probe_asn": "string",
     "vantage": "string",

@@ -9,6 +9,7 @@ thresholds and the failure vocabulary imported from there, but no pandas and no 
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from analysis import features as af
+from analysis.callflow import (
+    AREA_THRESHOLD,
+    BLOCK_WITHIN_S,
+    CONTROL_TAIL_S,
+    CUT_MIN_BINS,
+    CUT_MIN_S,
+    FLOW_OK_DELIVERY,
+    OPENING,
+    P_THRESHOLD,
+)
 from analysis.features import (
     BASELINE_OK_SHARE,
     BLOCK_SHARE,
@@ -271,6 +282,214 @@ def _throttled(t: _Target) -> bool:
     return ratio is not None and ratio < THROTTLE_RATIO and slow
 
 
+# --- call flows, written out again with lists (analysis.callflow has the NumPy version) ----------
+
+_FLOWS = ("call", "control", "call_neutral_port")
+
+
+@dataclass
+class _Flow:
+    sent: list[float]
+    sent_bytes: list[float]
+    echoed: list[float]
+    width: float
+    last_echo: float | None
+    first_echo: float | None
+    interval: float | None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _flow(details: dict[str, Any]) -> _Flow:
+    raw = details.get("bins")
+    bins = [b for b in raw if isinstance(b, dict)] if isinstance(raw, list) else []
+
+    def counts(key: str) -> list[float]:
+        return [max(_num(b.get(key)) or 0.0, 0.0) for b in bins]
+
+    sent, echoed = counts("sent"), counts("echoed")
+    echoed = [min(e, s) for e, s in zip(echoed, sent, strict=True)]
+    width = _num(details.get("bin_width"))
+    width = width if width is not None and width > 0 else 0.25
+    last = _num(details.get("last_echo_s"))
+    if last is None and any(echoed):
+        last = (max(i for i, e in enumerate(echoed) if e > 0) + 1) * width
+    interval = _num(details.get("interval_ms"))
+    first = _num(details.get("first_echo_s"))
+    seconds = interval / 1000 if interval is not None else None
+    return _Flow(sent, counts("sent_bytes"), echoed, width, last, first, seconds)
+
+
+def _ratios(flow: _Flow) -> list[float]:
+    return [e / s for e, s in zip(flow.echoed, flow.sent, strict=True) if s > 0]
+
+
+def _delivery(flow: _Flow | None) -> float | None:
+    if flow is None or sum(flow.sent) <= 0:
+        return None
+    return sum(flow.echoed) / sum(flow.sent)
+
+
+def _area(control: list[float], call: list[float]) -> float | None:
+    if not control or not call:
+        return None
+    m_control, m_call = sum(control) / len(control), sum(call) / len(call)
+    top = max(m_control, m_call)
+    return (m_control - m_call) / top if top > 0 else None
+
+
+def _mann_whitney_p(x: list[float], y: list[float]) -> float | None:
+    """Two-sided Mann-Whitney p: mid-ranks, tie-corrected normal approximation, continuity
+    correction."""
+    if not x or not y:
+        return None
+    pooled = sorted([(v, 0) for v in x] + [(v, 1) for v in y])
+    n = len(pooled)
+    rank_x = 0.0
+    tie_term = 0.0
+    i = 0
+    while i < n:
+        j = i
+        while j < n and pooled[j][0] == pooled[i][0]:
+            j += 1
+        mid = (i + 1 + j) / 2  # ranks i+1 .. j
+        rank_x += mid * sum(1 for k in range(i, j) if pooled[k][1] == 0)
+        t = j - i
+        tie_term += t**3 - t
+        i = j
+    n_x, n_y = len(x), len(y)
+    u = rank_x - n_x * (n_x + 1) / 2
+    variance = n_x * n_y / 12 * ((n + 1) - tie_term / (n * (n - 1))) if n > 1 else 0.0
+    if variance <= 0:
+        return 1.0
+    z = max(abs(u - n_x * n_y / 2) - 0.5, 0.0) / math.sqrt(variance)
+    return min(math.erfc(z / math.sqrt(2)), 1.0)
+
+
+def _last_send(flow: _Flow) -> float | None:
+    sent = [i for i, s in enumerate(flow.sent) if s > 0]
+    return (sent[-1] + 1) * flow.width if sent else None
+
+
+def _cut_s(call: _Flow, control: _Flow) -> float | None:
+    """Seconds to the call's last echo when it was cut (0: never echoed), as cut_point."""
+    control_end = _last_send(control)
+    if control_end is None or control.last_echo is None:
+        return None
+    if control.last_echo < control_end - CONTROL_TAIL_S:
+        return None
+    end = _last_send(call)
+    if end is None:
+        return None
+    echoed = [i for i, e in enumerate(call.echoed) if e > 0]
+    after = echoed[-1] + 1 if echoed else 0
+    silent = sum(1 for s in call.sent[after:] if s > 0)
+    last = call.last_echo if call.last_echo is not None else 0.0
+    if end - last < CUT_MIN_S or silent < CUT_MIN_BINS:
+        return None
+    return last if echoed else 0.0
+
+
+def _opening_echoed(flow: _Flow) -> bool:
+    assert flow.interval is not None
+    return flow.first_echo is not None and flow.first_echo < (OPENING - 0.5) * flow.interval
+
+
+def _opening_lost(call: _Flow, control: _Flow) -> bool:
+    """The call's opening datagrams never came back, the control's did, the rest of the call
+    was delivered (analysis.callflow.opening_lost)."""
+    if call.interval is None or control.interval is None or sum(call.sent) <= OPENING:
+        return False
+    share = _delivery(call)
+    return (
+        not _opening_echoed(call)
+        and _opening_echoed(control)
+        and share is not None
+        and share >= FLOW_OK_DELIVERY
+    )
+
+
+def _blocked(flow: _Flow | None, control: _Flow) -> bool:
+    if flow is None:
+        return False
+    cut = _cut_s(flow, control)
+    return (cut is not None and cut < BLOCK_WITHIN_S) or _opening_lost(flow, control)
+
+
+def _call_test(call: _Flow, control: _Flow, neutral: _Flow | None) -> dict[str, Any]:
+    call_bins, control_bins = _ratios(call), _ratios(control)
+    cut = _cut_s(call, control)
+    blocked = _blocked(call, control)
+    return {
+        "call": _delivery(call),
+        "control": _delivery(control),
+        "neutral": _delivery(neutral),
+        "area": _area(control_bins, call_bins),
+        "p": _mann_whitney_p(call_bins, control_bins),
+        "blocked": blocked,
+        "neutral_blocked": _blocked(neutral, control),
+        "cut": cut if cut is not None and cut >= BLOCK_WITHIN_S else None,
+    }
+
+
+def _worst_tests(
+    flows: dict[tuple[str, str, str, int], dict[str, list[tuple[float, str, _Flow]]]],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (run, app): the test whose call fared worst against its control, and the count."""
+    tests: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (run_id, app, _profile, _tx), by_flow in sorted(flows.items()):
+        ordered = {k: sorted(v, key=lambda i: (i[0], i[1])) for k, v in by_flow.items()}
+        calls, controls = ordered.get("call", []), ordered.get("control", [])
+        neutrals = ordered.get("call_neutral_port", [])
+        for k in range(min(len(calls), len(controls))):
+            neutral = neutrals[k][2] if k < len(neutrals) else None
+            tests[(run_id, app)].append(_call_test(calls[k][2], controls[k][2], neutral))
+    out = {}
+    for key, found in tests.items():
+        worst = found[0]
+        for test in found[1:]:
+            best = worst["area"] if worst["area"] is not None else float("-inf")
+            if test["area"] is not None and test["area"] > best:
+                worst = test
+        out[key] = {**worst, "tests": len(found)}
+    return out
+
+
+def _callflow_rule(c: dict[str, Any] | None) -> tuple[str, str] | None:
+    """The call-flow rules of analysis.rules (CALLFLOW_RULES), in order."""
+    if c is None:
+        return None
+    call, control, neutral, area, p = c["call"], c["control"], c["neutral"], c["area"], c["p"]
+    if c["blocked"]:
+        if c["neutral_blocked"]:
+            return "calls_blocked", "calls_flow_blocked_fingerprint"
+        if neutral is not None and control is not None and neutral >= FLOW_OK_DELIVERY * control:
+            return "calls_blocked", "calls_flow_blocked_port"
+        return "calls_blocked", "calls_flow_blocked"
+    if c["cut"] is not None:
+        return "calls_cut", "calls_flow_cut"
+    control_fine = control is not None and control >= FLOW_OK_DELIVERY
+    significant = p is not None and p < P_THRESHOLD
+    if area is not None and area >= AREA_THRESHOLD and significant and control_fine:
+        return "calls_throttled", "calls_flow_throttled"
+    if (
+        control is not None
+        and 0 < control < FLOW_OK_DELIVERY
+        and call is not None
+        and call < FLOW_OK_DELIVERY
+        and area is not None
+        and abs(area) < AREA_THRESHOLD
+    ):
+        return "network_degraded", "calls_flow_degraded"
+    if area is not None and area >= AREA_THRESHOLD:
+        return "inconclusive", "calls_flow_unclear"
+    return None
+
+
 _CLASSES = {c.name: c for c in FAIL_CLASSES}
 _CLASS_ORDER = {c.name: i for i, c in enumerate(FAIL_CLASSES)}
 
@@ -286,11 +505,27 @@ def judge(
 
     apps: set[tuple[str, str]] = set()
     targets: dict[tuple[str, str, str], _Target] = {}
+    flows: dict[tuple[str, str, str, int], dict[str, list[tuple[float, str, _Flow]]]] = {}
     for record in records:
         run_id, app = record["run_id"], record["app"]
         apps.add((run_id, app))
         if record["probe"]["vantage"] == "baseline":
             pool.add(record)
+        flow = record["details"].get("flow")
+        if (
+            record["check"] == "call_flow"
+            and flow in _FLOWS
+            and record["failure"] not in ("interrupted", "address_not_allowed")
+        ):
+            tx = record.get("transaction_id")
+            profile = str(record["details"].get("profile"))
+            test = (run_id, app, profile, -1 if tx is None else int(tx))
+            item = (
+                float(record.get("t0") or 0.0),
+                record["measurement_id"],
+                _flow(record["details"]),
+            )
+            flows.setdefault(test, {}).setdefault(flow, []).append(item)
         ref = record["target"]
         if ref.get("expect") in (None, "unknown"):
             continue
@@ -388,8 +623,10 @@ def judge(
             controls[run_id] = (f["targets"], f["failed"])
             udp_controls[run_id] = (f["relays"], f["relays_failed"])
 
+    calls = _worst_tests(flows)
     out: dict[tuple[str, str], tuple[str, str]] = {}
     for (run_id, app), f in figures.items():
+        f["callflow"] = calls.get((run_id, app))
         out[(run_id, app)] = _rules(
             app, f, controls.get(run_id, (0, 0)), udp_controls.get(run_id, (0, 0))
         )
@@ -447,6 +684,9 @@ def _rules(
         return "blocked", "blocked_tcp_byte_cutoff"
     if share >= PARTIAL_SHARE:
         return "inconclusive", "partial_failure"
+    flow_rule = _callflow_rule(f.get("callflow"))
+    if flow_rule is not None:
+        return flow_rule
     if relays_failing(BLOCK_SHARE) and udp_controls_failing:
         return "network_degraded", "calls_network_degraded"
     if relays_failing(PARTIAL_SHARE) and u_n == 0:

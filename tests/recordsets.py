@@ -7,12 +7,18 @@ TLS with the real and the neutral SNI for tls/https targets, HTTPS GETs for http
 neutral GET only after a good neutral handshake, the app's handshake for mtproto/whatsapp targets,
 a QUIC check instead of TCP for http3 targets) and returns ``probe.model.Record`` objects, each
 checked against the JSON Schema. ``write_runs`` writes them as JSON Lines for ``analysis.load``.
+
+Call tests (docs/callflow.md) are added per app with ``run_records(calls={app: CallTest(...)})``:
+three ``call_flow`` records (call, control, call on the neutral port) to a ringprobe reflector,
+each flow's datagrams simulated one by one under a ``FlowFate`` and binned as the probe bins them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import random
+import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -258,6 +264,151 @@ def _handshake(run: _Run, target: Target, address: str, tx: int, failure: str | 
     run.add(target, address, check, tx, failure, details)
 
 
+# --- call tests: call_flow records ----------------------------------------------------------------
+
+REFLECTOR_ADDRESS = "192.0.2.77"
+NEUTRAL_PORT = 40000
+APP_PORTS = {"whatsapp": 3478, "telegram": 597}
+FRAMINGS = {"whatsapp": "whatsapp_rtp", "telegram": "telegram_reflector"}
+BIN_WIDTH = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFate:
+    """What the network does to one call-shaped flow's datagrams (deterministic per seed).
+
+    A datagram sent at or after ``cut_s`` is dropped on the way out (0: blocked from the first
+    packet); ``drop_opening`` drops the 3 datagrams that open the call (STUN Allocate and pings,
+    reflector hellos) and nothing else; ``rate`` keeps that share of the datagrams, evenly spaced
+    (a cap at that share of the send rate); ``loss`` drops each datagram at random with that
+    probability, on the way out with probability ``loss_up`` and else on the way back.
+    ``rtt_ms`` grows by ``rtt_slope_ms_s`` per second of send time (a queue filling).
+    """
+
+    cut_s: float | None = None
+    drop_opening: bool = False
+    rate: float = 1.0
+    loss: float = 0.0
+    loss_up: float = 0.5
+    rtt_ms: float = 40.0
+    rtt_slope_ms_s: float = 0.0
+
+
+OPEN = FlowFate()
+
+
+@dataclass(frozen=True, slots=True)
+class CallTest:
+    """One app's call test: its three flows' fates (``neutral`` None: the flow is not run)."""
+
+    call: FlowFate = OPEN
+    control: FlowFate = OPEN
+    neutral: FlowFate | None = OPEN
+    profile: str = "voice"
+    duration: float = 10.0
+    """probe.checks.call_flow.DEFAULT_DURATION"""
+    seed: int = 0
+    failure: str | None = None
+    """Force the records' failure (interrupted, address_not_allowed); None: from the echoes."""
+
+
+def reflector_target(app: str, port: int) -> Target:
+    """The ringprobe reflector as a call_flow record's target."""
+    return Target(
+        id=f"{app}-reflector-{port}",  # as probe.runner names it
+        app=app,
+        role="reflector",
+        port=port,
+        transport="udp",
+        expect="echo",
+        source="--reflector",
+        date="2026-11-28",
+        address=REFLECTOR_ADDRESS,
+    )
+
+
+def flow_details(flow: str, fate: FlowFate, test: CallTest, framing: str) -> dict[str, Any]:
+    """A call_flow record's details: the datagrams of one flow simulated and binned."""
+    rng = random.Random(f"{test.seed}-{flow}")
+    video = test.profile == "video"
+    interval = 0.02 if video else 0.06
+    low, high = (900, 1200) if video else (90, 170)
+    n_bins = int(-(-test.duration // BIN_WIDTH))
+    keys = ("sent", "sent_bytes", "echoed", "echoed_bytes")
+    bins: list[dict[str, Any]] = [dict.fromkeys(keys, 0) for _ in range(n_bins)]
+    rtts: list[list[float]] = [[] for _ in range(n_bins)]
+    rx = 0
+    rx_seen: list[int | None] = [None] * n_bins
+    echoes: list[tuple[float, int, int]] = []  # send time, seq, size
+    count = round(test.duration / interval)
+    for seq in range(count):
+        t = seq * interval
+        b = min(int(t / BIN_WIDTH), n_bins - 1)
+        size = rng.randint(low, high)
+        bins[b]["sent"] += 1
+        bins[b]["sent_bytes"] += size
+        up = fate.cut_s is None or t < fate.cut_s
+        up = up and int((seq + 1) * fate.rate) > int(seq * fate.rate)
+        up = up and not (fate.drop_opening and seq < 3)
+        down = True
+        if rng.random() < fate.loss:
+            if rng.random() < fate.loss_up:
+                up = False
+            else:
+                down = False
+        if not up:
+            continue
+        rx += 1
+        if not down:
+            continue
+        bins[b]["echoed"] += 1
+        bins[b]["echoed_bytes"] += size
+        rtts[b].append(fate.rtt_ms + fate.rtt_slope_ms_s * t)
+        rx_seen[b] = max(rx_seen[b] or 0, rx)
+        echoes.append((t, seq, size))
+    highest: int | None = None
+    for b in range(n_bins):
+        if rx_seen[b] is not None:
+            highest = max(highest or 0, rx_seen[b] or 0)
+        bins[b]["reflector_rx"] = highest
+        bins[b]["rtt_ms"] = statistics.median(rtts[b]) if rtts[b] else None
+    return {
+        "flow": flow,
+        "profile": test.profile,
+        "framing": framing,
+        "session": hashlib.sha256(f"{test.seed}-{flow}".encode()).hexdigest()[:16],
+        "interval_ms": int(interval * 1000),
+        "duration": test.duration,
+        "bin_width": BIN_WIDTH,
+        "bins": bins,
+        "packets_sent": sum(b["sent"] for b in bins),
+        "bytes_sent": sum(b["sent_bytes"] for b in bins),
+        "packets_echoed": len(echoes),
+        "bytes_echoed": sum(e[2] for e in echoes),
+        "reflector_rx": highest,
+        "first_echo_s": round(echoes[0][0], 6) if echoes else None,
+        "last_echo_s": round(echoes[-1][0], 6) if echoes else None,
+        "last_echo_seq": echoes[-1][1] if echoes else None,
+        "invalid": 0,
+    }
+
+
+def _call_test(run: _Run, app: str, test: CallTest, tx: int) -> None:
+    """The three call_flow records of one app's call test, under one transaction id (as
+    probe.runner writes them)."""
+    port = APP_PORTS.get(app, 3478)
+    flows = [("call", test.call, port), ("control", test.control, port)]
+    if test.neutral is not None:
+        flows.append(("call_neutral_port", test.neutral, NEUTRAL_PORT))
+    for flow, fate, flow_port in flows:
+        details = flow_details(flow, fate, test, FRAMINGS.get(app, "whatsapp_rtp"))
+        failure = test.failure
+        if failure is None and not details["packets_echoed"]:
+            failure = Failure.GENERIC_TIMEOUT
+        target = reflector_target(app, flow_port)
+        run.add(target, REFLECTOR_ADDRESS, "call_flow", tx, failure, details)
+
+
 FateSpec = Mapping[str, Fate] | Callable[[Target], Fate]
 
 
@@ -272,10 +423,12 @@ def run_records(
     start: datetime = START,
     doh: bool = True,
     default: Fate = OK,
+    calls: Mapping[str, CallTest] | None = None,
 ) -> list[Record]:
     """Every record of one run over the catalog's targets of ``apps``.
 
     ``fates``: per target id (unnamed targets get ``default``), or a function of the target.
+    ``calls``: a call test per app (three call_flow records each), after the catalog's targets.
     """
     run = _Run(
         run_id=run_id or new_id(),
@@ -285,6 +438,10 @@ def run_records(
     for tx, target in enumerate(catalog(*apps), 1):
         fate = fates(target) if callable(fates) else (fates or {}).get(target.id, default)
         _transaction(run, target, tx, fate, doh)
+    tx = len(run.records) + 1
+    for app, test in (calls or {}).items():
+        _call_test(run, app, test, tx)
+        tx += 1
     return run.records
 
 

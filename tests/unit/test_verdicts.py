@@ -613,7 +613,12 @@ def test_rules_are_well_formed() -> None:
     judged = {(c.layer, c.mechanism) for c in FAIL_CLASSES if c.layer not in ("quic", "udp")}
     assert judged <= pairs
     assert {(r.verdict, r.layer) for r in RULES if r.layer == "quic"} == {("ok", "quic")}
-    assert {r.verdict for r in RULES if r.layer == "udp"} == {"calls_blocked", "network_degraded"}
+    assert {r.verdict for r in RULES if r.layer == "udp"} == {
+        "calls_blocked",
+        "calls_cut",
+        "calls_throttled",
+        "network_degraded",
+    }
 
 
 # --- explain -----------------------------------------------------------------------------------
