@@ -20,20 +20,17 @@ Nothing is sent anywhere but back to the client that wrote, on loopback; at most
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import random
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final
 
 from probe.protocols import echo
+from tests.fakes.udp_server import LOOPBACK, LoopbackUdpServer
 
-LOOPBACK = "127.0.0.1"
 MAX_DATAGRAMS: Final = 20_000  # answered at most; later ones are counted, not answered
 
 
@@ -93,19 +90,7 @@ class Censor:
         return False
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: FakeEchoReflector) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.server._receive(data, addr)
-
-
-class FakeEchoReflector:
+class FakeEchoReflector(LoopbackUdpServer):
     """``async with FakeEchoReflector(secret, censor=Censor(...)) as refl:``, then send to
     ``(refl.host, refl.port)``. One censor (its counters included) for every session."""
 
@@ -117,18 +102,16 @@ class FakeEchoReflector:
         echo_secret: bytes | None = None,
         host: str = LOOPBACK,
     ) -> None:
+        super().__init__(host)
         self.secret = secret
         self.echo_secret = echo_secret
         self.censor = censor or Censor()
-        self.host = host
-        self.port = 0
         self.arrivals: list[Arrival] = []
         """Every datagram that came, dropped or not, in order."""
         self.echoed = 0
         self.rejected = 0
         """Datagrams that reached the reflector but whose request MAC did not verify."""
         self._sessions: dict[bytes, _Session] = {}
-        self._protocol: _Protocol | None = None
 
     def received(self, session: bytes | None = None) -> list[bytes]:
         """Datagrams that came (dropped ones too), of one session (by its trailer) or all."""
@@ -137,25 +120,6 @@ class FakeEchoReflector:
             for a in self.arrivals
             if session is None or a.data[-echo.TRAILER_LEN + 4 : -echo.TRAILER_LEN + 12] == session
         ]
-
-    async def __aenter__(self) -> Self:
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.host, 0), family=family
-        )
-        self._protocol = protocol
-        self.port = transport.get_extra_info("sockname")[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
 
     def _receive(self, data: bytes, addr: Any) -> None:
         now = time.monotonic()
@@ -177,7 +141,5 @@ class FakeEchoReflector:
             head = reply[: -echo.ECHO_MAC_LEN]
             mac = hmac.new(self.echo_secret, head, hashlib.sha256).digest()
             reply = head + mac[: echo.ECHO_MAC_LEN]
-        assert self._protocol is not None
-        assert self._protocol.transport is not None
-        self._protocol.transport.sendto(reply, addr)
+        self._send(reply, addr)
         self.echoed += 1

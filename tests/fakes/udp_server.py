@@ -44,7 +44,7 @@ def from_nth(n: int, handler: Handler) -> Handler:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: FakeUdpServer) -> None:
+    def __init__(self, server: LoopbackUdpServer) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -58,28 +58,16 @@ class _Protocol(asyncio.DatagramProtocol):
         self.server.errors.append(exc)
 
 
-class FakeUdpServer:
-    """``async with FakeUdpServer(handler) as srv:``, then send to ``(srv.host, srv.port)``."""
+class LoopbackUdpServer:
+    """A UDP socket on ``host`` (port chosen by the kernel) for the length of an ``async with``;
+    subclasses say what to do with each datagram (``_receive``) and answer with ``_send``."""
 
-    def __init__(self, handler: Handler, *, repeat: int = 1, host: str = LOOPBACK) -> None:
-        if repeat < 1:
-            raise ValueError("repeat must be at least 1")
-        self.handler = handler
-        self.repeat = repeat
+    def __init__(self, host: str = LOOPBACK) -> None:
         self.host = host
         self.port = 0
-        self.received: list[bytes] = []
-        """Every datagram received, in order."""
-        self.sent: list[bytes] = []
-        """Every datagram sent back, in order."""
         self.errors: list[BaseException] = []
-        """What the handler raised, and ICMP errors the socket reported."""
+        """What a handler raised, and ICMP errors the socket reported."""
         self._protocol: _Protocol | None = None
-
-    @property
-    def count(self) -> int:
-        """Datagrams received so far."""
-        return len(self.received)
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
@@ -101,6 +89,34 @@ class FakeUdpServer:
             self._protocol.transport.close()
 
     def _receive(self, data: bytes, addr: Any) -> None:
+        raise NotImplementedError
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        assert self._protocol is not None
+        assert self._protocol.transport is not None
+        self._protocol.transport.sendto(data, addr)
+
+
+class FakeUdpServer(LoopbackUdpServer):
+    """``async with FakeUdpServer(handler) as srv:``, then send to ``(srv.host, srv.port)``."""
+
+    def __init__(self, handler: Handler, *, repeat: int = 1, host: str = LOOPBACK) -> None:
+        if repeat < 1:
+            raise ValueError("repeat must be at least 1")
+        super().__init__(host)
+        self.handler = handler
+        self.repeat = repeat
+        self.received: list[bytes] = []
+        """Every datagram received, in order."""
+        self.sent: list[bytes] = []
+        """Every datagram sent back, in order."""
+
+    @property
+    def count(self) -> int:
+        """Datagrams received so far."""
+        return len(self.received)
+
+    def _receive(self, data: bytes, addr: Any) -> None:
         index = len(self.received)
         self.received.append(data)
         if index >= MAX_DATAGRAMS:
@@ -113,12 +129,9 @@ class FakeUdpServer:
         if reply is None:
             return
         replies = [reply] if isinstance(reply, bytes) else list(reply)
-        assert self._protocol is not None
-        transport = self._protocol.transport
-        assert transport is not None
         for _ in range(self.repeat):
             for datagram in replies:
-                transport.sendto(datagram, addr)
+                self._send(datagram, addr)
                 self.sent.append(datagram)
 
 
