@@ -153,8 +153,8 @@ STEPS: Final = (
     ("tcp_connect", None),
     ("tls_handshake", "real"),
     ("tls_handshake", "neutral"),
-    ("http_get", "real"),
-    ("http_get", "neutral"),
+    ("http_get|sni_stream", "real"),
+    ("http_get|sni_stream", "neutral"),
     ("mtproto|whatsapp_chat", None),
     ("quic", None),
     ("stun_binding|stun_allocate|wa_relay_ping|tg_reflector", None),
@@ -165,6 +165,12 @@ HANDSHAKE_EXPECTS: Final = ("mtproto", "whatsapp")
 # Checks of STEP_RELAY, and the expects of the call-path targets they are planned for.
 CALL_CHECKS: Final = ("stun_binding", "stun_allocate", "wa_relay_ping", "tg_reflector")
 CALL_EXPECTS: Final = ("stun", "turn", "wa_relay", "reflector")
+# The TLS streams from the ringprobe reflector (probe.checks.sni_stream): read as the HTTPS GET
+# steps, so the reflector's TLS port is compared real SNI vs neutral SNI like an HTTPS target.
+SNI_STREAM_CHECK: Final = "sni_stream"
+# The expect of the ringprobe reflector's targets (probe.runner): its UDP ports (call_flow
+# records, which no step reads) and its TLS port (sni_stream records, the GET steps).
+STREAM_EXPECTS: Final = ("echo",)
 
 
 def step_of(check: str | None, sni_kind: str | None) -> int:
@@ -183,7 +189,7 @@ def step_of(check: str | None, sni_kind: str | None) -> int:
     neutral = sni_kind == "neutral"
     if check == "tls_handshake":
         return STEP_TLS_NEUTRAL if neutral else STEP_TLS_REAL
-    if check == "http_get":
+    if check in ("http_get", SNI_STREAM_CHECK):
         return STEP_HTTP_NEUTRAL if neutral else STEP_HTTP_REAL
     return ABSENT
 
@@ -418,6 +424,9 @@ class Targets:
     """An HTTP/3 target (expect http3): a detail of reachability, never a judged endpoint."""
     call: np.ndarray
     """A call-path target (expect stun, turn, wa_relay, reflector): judged by the call rules."""
+    stream: np.ndarray
+    """A ringprobe reflector target (expect echo): never judged, but its TLS streams count in
+    the SNI throughput comparison although its role is a call role."""
     cutoff_bytes: np.ndarray
     """Body bytes read before both GETs stalled (the larger of the two), NaN unless cut."""
     dns_mismatch: np.ndarray
@@ -648,6 +657,7 @@ def target_table(df: pd.DataFrame, baseline_bad: dict[int, frozenset[str]]) -> T
         bulk=expect_t == "https",
         http3=expect_t == "http3",
         call=np.isin(expect_t, CALL_EXPECTS),
+        stream=np.isin(expect_t, STREAM_EXPECTS),
         cutoff_bytes=np.where(
             fail_class == C_HTTP_CUTOFF, np.fmax(real_bytes, neutral_bytes), np.nan
         ),
@@ -704,6 +714,11 @@ def _status(
        the neutral GET as the twin, except that both GETs timing out after a partial body of
        at most CUTOFF_MAX_BYTES that came fast (``stalled``) is a byte cut-off (tcp,
        byte_cutoff): the same stall whatever the SNI.
+    4b. Expect "echo" (the ringprobe reflector) is read as "https" from step 3 on: its
+       ``sni_stream`` records are the GET steps (the TLS handshakes are theirs, so step 0 counts
+       them as done); throttled when the app-SNI stream is slow as above, else as the GETs.
+       Its call_flow records (UDP ports) are no step: such a target stays unmeasured. The
+       reflector's role is a call role, so none of this judges the app (app_features).
     5. A connection that failed to the address the system resolver gave, when the other
        resolvers disagreed with that answer, is DNS spoofing, not a failure of the real server.
     """
@@ -725,8 +740,10 @@ def _status(
     dns_failed = (dns_nx | dns_spoof | failed(dns)) & ~from_catalog
     # A step that never ran because an earlier one was cut: the deciding outcome is the cut.
     tcp_absent = tcp == ABSENT
-    deep = np.isin(expect, ("tls", "https"))
-    http = expect == "https"
+    # The reflector's TLS streams (expect echo) go through the TLS and GET rules as "https".
+    stream = np.isin(expect, STREAM_EXPECTS)
+    deep = np.isin(expect, ("tls", "https")) | stream
+    http = (expect == "https") | stream
     app_handshake = np.isin(expect, HANDSHAKE_EXPECTS)
     http3 = expect == "http3"
     call = np.isin(expect, CALL_EXPECTS)
@@ -950,7 +967,8 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     "no IPv6 route, not measured)",
     "excluded_by_baseline": "failed endpoints whose failing step fails from the baseline too",
     "dns_mismatch": "endpoints whose system-resolver answer the other resolvers disagree with",
-    "throughput_targets": "endpoints whose real and neutral HTTPS GETs can be compared",
+    "throughput_targets": "endpoints whose real and neutral HTTPS GETs (or TLS streams from the "
+    "ringprobe reflector) can be compared",
     "targets_throttled": "of those, reachable endpoints with ratio < THROTTLE_RATIO and a "
     "real-SNI rate < THROTTLE_MAX_BPS",
     "targets_fast": "of those, reachable endpoints with ratio >= UNTHROTTLED_RATIO",
@@ -1045,8 +1063,10 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
     layers = np.array([c.layer for c in classes] + [None], dtype=object)
     mechanisms = np.array([c.mechanism for c in classes] + [None], dtype=object)
 
-    # Throughput: all of the app's non-call endpoints, judged or not (WhatsApp's are web ones).
-    served = ~np.isin(role, CALL_ROLES) & np.isin(status, (S_OK, S_THROTTLED))
+    # Throughput: all of the app's non-call endpoints, judged or not (WhatsApp's are web ones),
+    # and the ringprobe reflector's TLS port (role "reflector", a call role, but its sni_stream
+    # records are an SNI comparison like an HTTPS target's GETs; its UDP ports are unmeasured).
+    served = (~np.isin(role, CALL_ROLES) | targets.stream) & np.isin(status, (S_OK, S_THROTTLED))
     comparable = served & targets.measurable
     n_comparable = count(comparable)
     n_throttled = count(served & (status == S_THROTTLED))
@@ -1166,7 +1186,9 @@ __all__ = [
     "MIN_BASELINE_RUNS",
     "MIN_THROUGHPUT_BYTES",
     "PARTIAL_SHARE",
+    "SNI_STREAM_CHECK",
     "STEPS",
+    "STREAM_EXPECTS",
     "TARGET_STATUSES",
     "THROTTLE_MAX_BPS",
     "THROTTLE_RATIO",

@@ -41,6 +41,7 @@ from analysis.features import (
     MIN_THROUGHPUT_BYTES,
     PARTIAL_SHARE,
     SIGNALING_ROLES,
+    STREAM_EXPECTS,
     THROTTLE_MAX_BPS,
     THROTTLE_RATIO,
     UNTHROTTLED_RATIO,
@@ -209,7 +210,8 @@ def _status(t: _Target) -> tuple[str, str | None]:
             result = ("failed", "handshake_other")
         else:
             return "ok", None
-    elif t.expect not in ("tls", "https"):
+    elif t.expect not in ("tls", "https", *STREAM_EXPECTS):
+        # The reflector's TLS streams (expect echo, sni_stream records) are read as "https".
         return "ok", None
     elif tls_real == af.NOT_ALLOWED:
         return "not_allowed", None
@@ -221,7 +223,7 @@ def _status(t: _Target) -> tuple[str, str | None]:
         result = ("failed", "tls_sni")
     elif tls_real != af.OK:
         result = ("failed", "tls_other")
-    elif t.expect != "https":
+    elif t.expect not in ("https", *STREAM_EXPECTS):
         return "ok", None
     elif _throttled(t):
         return "throttled", None
@@ -609,7 +611,9 @@ def judge(
             f["classes"][cls] += 1
         if judged and status == "interrupted":
             f["interrupted"] += 1
-        if t.role not in CALL_ROLES and status in ("ok", "throttled"):
+        # The reflector's TLS port (a call role) counts too: its streams are an SNI comparison.
+        served = t.role not in CALL_ROLES or t.expect in STREAM_EXPECTS
+        if served and status in ("ok", "throttled"):
             ratio = _ratio(t)
             if status == "throttled":
                 f["throttled"] += 1

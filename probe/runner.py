@@ -17,6 +17,9 @@ times: the call on the app's port, its control (random bytes) on the same port, 
 reflector's neutral port. The apps' tests run one after the other, so no app's flows share the
 link with another's. Flows take their own time budget, not the per-check timeout, and start only
 when the run's deadline leaves them all of it (a flow cut short would look like a censor's cut).
+After its flows, in the same transaction, each call test makes two ``sni_stream`` checks to the
+reflector's TLS port, one with the app's web host as SNI (STREAM_SNI) and one with the neutral
+SNI, one after the other: the SNI-throttling comparison with a body as large as asked for.
 Without a reflector none is planned, and the manifest's ``skipped`` says so once.
 """
 
@@ -74,6 +77,16 @@ CALL_FLOWS: Final = (("call", 0.0), ("control", 0.5), ("call_neutral_port", 0.25
 # Seconds from planning a call test to its first send: the three sockets are set up by then.
 CALL_START_LEAD: Final = 0.2
 SKIP_CALL_FLOWS: Final = "call flows: no --reflector"
+# docs/callflow.md "The reflector": its TLS port, which accepts any SNI and streams bytes on a
+# MAC'd request (probe.checks.sni_stream).
+REFLECTOR_TLS_PORT: Final = 443
+# The real SNI of each calling app's stream to the reflector: the app's web host, the same name
+# the catalog's HTTPS target of the app sends (probe/targets/whatsapp.toml, wa-web-443;
+# probe/targets/telegram.toml, tg-web-443), so the streams compare with its GETs.
+STREAM_SNI: Final[dict[str, str]] = {
+    "whatsapp": "web.whatsapp.com",
+    "telegram": "web.telegram.org",
+}
 
 RunStatus = Literal["running", "complete", "deadline_reached", "interrupted"]
 
@@ -390,6 +403,42 @@ class Runner:
                 self._write(result)
         if deadline:
             raise _DeadlineReached
+        await self._sni_streams(app, tx, reflector, secret)
+
+    async def _sni_streams(self, app: str, tx: int, reflector: str, secret: bytes) -> None:
+        """The app's two TLS streams from the reflector, real SNI then neutral SNI.
+
+        One after the other, not side by side: two streams at once share the path's bottleneck,
+        so each would get about half of it and a policer's cut of one would show as the other's
+        gain, confounding the comparison (http_get's pair is concurrent, but its ratio is judged
+        only below THROTTLE_MAX_BPS, where that noise is small). After the call flows, not before:
+        the flows hold a schedule and a time budget the deadline must leave them, and a stream
+        that a policer slows to its timeout must not delay or share the link with them."""
+        from probe.checks import sni_stream
+
+        target = Target(
+            id=f"{app}-reflector-{REFLECTOR_TLS_PORT}",
+            app=app,
+            role="reflector",
+            port=REFLECTOR_TLS_PORT,
+            transport="tcp",
+            expect="echo",
+            source="--reflector",
+            date=datetime.now(UTC).strftime("%Y-%m-%d"),
+            address=reflector,
+        )
+        for kind, sni in (("real", STREAM_SNI[app]), ("neutral", self.ctx.neutral_sni)):
+            record = await self._step(
+                reflector,
+                sni_stream.sni_stream,
+                target,
+                reflector,
+                tx,
+                sni=sni,
+                sni_kind=kind,
+                secret=secret,
+            )
+            self._write(record)
 
     async def _step(
         self,

@@ -29,6 +29,7 @@ from probe.runner import Limits, RunOutput, execute
 from tests.fakes.echo_reflector import Censor, FakeEchoReflector
 from tests.fakes.udp_server import LOOPBACK, LOOPBACK6, FakeUdpServer, closed_udp_port, silent
 from tests.recordcheck import assert_valid
+from tests.unit.test_runner import closed_port
 
 SECRET = bytes(range(32))
 # Seconds of sending per flow: 25 voice packets, 6 bins. Flows that are not echoed in full listen
@@ -420,6 +421,8 @@ async def test_a_run_with_a_reflector_makes_one_call_test_per_app(
         monkeypatch.setitem(runner_module.CALL_TESTS, "whatsapp", ("whatsapp_rtp", wa.port))
         monkeypatch.setitem(runner_module.CALL_TESTS, "telegram", ("telegram_reflector", tg.port))
         monkeypatch.setattr(runner_module, "NEUTRAL_PORT", neutral.port)
+        # The SNI streams that follow go to a port nothing listens on, never to 443.
+        monkeypatch.setattr(runner_module, "REFLECTOR_TLS_PORT", closed_port())
         ctx = _ctx(reflector=LOOPBACK, reflector_secret=SECRET, call_duration=SHORT)
         output = RunOutput(tmp_path, ctx, 2, {})
         result = await execute(_app_targets(), ctx, output)
@@ -480,6 +483,7 @@ async def test_a_call_test_the_deadline_cannot_hold_is_not_started(
         monkeypatch.setitem(runner_module.CALL_TESTS, "whatsapp", ("whatsapp_rtp", refl.port))
         monkeypatch.setitem(runner_module.CALL_TESTS, "telegram", ("telegram_reflector", refl.port))
         monkeypatch.setattr(runner_module, "NEUTRAL_PORT", refl.port)
+        monkeypatch.setattr(runner_module, "REFLECTOR_TLS_PORT", closed_port())
         ctx = _ctx(reflector=LOOPBACK, reflector_secret=SECRET, call_duration=SHORT)
         output = RunOutput(tmp_path, ctx, 2, {})
         # The flows need SHORT + 2 s of listening + margin: more than the whole run has.
