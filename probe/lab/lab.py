@@ -28,8 +28,9 @@ DEFAULT_NAME: Final = "default"
 NETNS_ETC: Final = Path("/etc/netns")
 # Bumped when what `up` builds changes, so an `up` after an upgrade rebuilds an older lab.
 # 2: large bodies on every path, 4 KiB TLS records, no GSO on veths; 3: Telegram DC and
-# WhatsApp chat emulators (probe.lab.emulators) in place of silent TCP listeners
-BUILD_VERSION: Final = 3
+# WhatsApp chat emulators (probe.lab.emulators) in place of silent TCP listeners; 4: the ringprobe
+# reflector (call flows) on the reflector set's first address, with a secret made at up
+BUILD_VERSION: Final = 4
 # Servers start in well under a second; this bounds a slow machine, not a normal start.
 READY_TIMEOUT: Final = 20.0
 # A single `ip`/`nft`/`sysctl` call takes milliseconds.
@@ -156,6 +157,30 @@ class Lab:
     @property
     def doh_url(self) -> str:
         return self.plan.doh_url
+
+    @property
+    def reflector_address(self) -> str:
+        """The lab's ringprobe reflector, IPv4 (it listens on the IPv6 twin too)."""
+        address = self.plan.reflector.v4
+        assert address is not None
+        return address
+
+    @property
+    def reflector_secret_file(self) -> Path:
+        """The secret the lab's reflector shares with the probe (hex, 0600), made by ``up``."""
+        return self._layout.reflector_secret
+
+    def call_flow_args(self, duration: float) -> list[str]:
+        """``ringprobe run`` options that send call flows of ``duration`` seconds to the lab's
+        reflector (docs/callflow.md)."""
+        return [
+            "--reflector",
+            self.reflector_address,
+            "--reflector-secret-file",
+            str(self.reflector_secret_file),
+            "--call-duration",
+            f"{duration:g}",
+        ]
 
     @property
     def _state_path(self) -> Path:

@@ -117,6 +117,14 @@ TG_TURN_REALM: Final = "telegram.org"  # realm of Telegram TURN's 401 (shared/ME
 DEFAULT_REALM: Final = "ringprobe.lab"
 HTTPS_PORT: Final = 443  # RFC 9110 §4.2.2
 DNS_PORT: Final = 53  # RFC 1035 §4.2
+# The ringprobe reflector (docs/callflow.md) on the ``reflector`` endpoint (the first address of
+# the ``reflector`` set, and its IPv6 twin): UDP echo on the apps' call ports and the neutral high
+# port (probe.reflector.config.DEFAULT_UDP_PORTS; a unit test keeps them equal), TLS streams on
+# 443. The set's addresses serve nothing else, so no port of it is shared with another server.
+REFLECTOR_LABEL: Final = "reflector"
+REFLECTOR_UDP_PORTS: Final = (3478, 3480, 596, 597, 598, 599, 1400, 40000)
+REFLECTOR_NEUTRAL_PORT: Final = 40000
+REFLECTOR_TLS_PORT: Final = 443
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +231,17 @@ class Endpoint:
 
 
 ListenerKind = Literal[
-    "tcp", "https", "doh", "quic", "stun", "dns", "mtproto", "whatsapp", "wa_relay", "reflector"
+    "tcp",
+    "https",
+    "doh",
+    "quic",
+    "stun",
+    "dns",
+    "mtproto",
+    "whatsapp",
+    "wa_relay",
+    "reflector",
+    "ringprobe",
 ]
 
 EMULATED: Final[Mapping[str, ListenerKind]] = {"tg_dc": "mtproto", "wa_signal": "whatsapp"}
@@ -256,7 +274,8 @@ class Listener:
     """tcp: accepts and stays silent (nginx); https: TLS + HTTP/1.1 and h2 (nginx); doh:
     DNS-over-HTTPS (dnsdist); quic: HTTP/3 (ngtcp2); stun: STUN/TURN (coturn); dns: dnsmasq;
     mtproto / whatsapp: the Telegram DC / WhatsApp chat emulator (TCP), wa_relay / reflector:
-    the WhatsApp relay / Telegram reflector emulator (UDP), all in probe.lab.emulators."""
+    the WhatsApp relay / Telegram reflector emulator (UDP), all in probe.lab.emulators;
+    ringprobe: the ringprobe reflector (``ringprobe reflector``: UDP echo, TLS streams on TCP)."""
     transport: Literal["tcp", "udp"]
     address: str
     port: int
@@ -291,6 +310,11 @@ class Plan:
     @property
     def doh(self) -> Endpoint:
         return self.endpoint(DOH_HOST)
+
+    @property
+    def reflector(self) -> Endpoint:
+        """Where the ringprobe reflector listens (the ``reflector`` set's first address)."""
+        return self.endpoint(REFLECTOR_LABEL)
 
     @property
     def doh_url(self) -> str:
@@ -476,6 +500,19 @@ def _listeners(
         held = found.get(key)
         if held is None:
             found[key] = listener
+        elif "ringprobe" in (held.kind, listener.kind) and held != listener:
+            other = listener if held.kind == "ringprobe" else held
+            if listener.transport == "tcp" and other.kind == "tcp":
+                # A plain connect is answered by the reflector's TLS listener too.
+                found[key] = replace(other, kind="ringprobe", host=None)
+                return
+            # The reflector's sockets are its own: another server there would hide its echoes
+            # or its TLS streams.
+            raise LabError(
+                f"{listener.transport.upper()} {listener.address} port {listener.port} is the "
+                f"ringprobe reflector's and is also wanted as {other.kind}; the reflector set's "
+                "addresses serve the reflector only"
+            )
         elif listener.transport == "tcp":
             # A TLS server also accepts plain TCP connects: where both are wanted, TLS wins.
             if held.kind == "tcp" and listener.kind != "tcp":
@@ -538,6 +575,14 @@ def _listeners(
         web_hosts.add(site)
     for address in doh.addresses():
         put(Listener("doh", "tcp", address, HTTPS_PORT, DOH_HOST))
+
+    reflector = endpoints.get(REFLECTOR_LABEL)
+    if reflector is not None:
+        # Its sockets are its own: put refuses any other server on them.
+        for address in reflector.addresses():
+            for port in REFLECTOR_UDP_PORTS:
+                put(Listener("ringprobe", "udp", address, port))
+            put(Listener("ringprobe", "tcp", address, REFLECTOR_TLS_PORT))
 
     for endpoint in ordered:
         # HTTP/3 where a browser would try it: web sites and the neutral HTTPS controls (IPv4;

@@ -69,10 +69,24 @@ BUILTIN: Final = (
     "udp-random-loss",
     "call-relays-ip-drop",
     "mobile-udp-drop",
+    "calls-open-reflector",
+    "calls-cut-after-n",
+    "calls-stun-cookie-drop",
+    "calls-police-half",
 )
 """The built-in scenarios (``probe/lab/scenarios/<name>.toml``), in the order the demo runs them."""
 
-KEYS: Final = ("name", "summary", "nft", "iptables", "ip6tables", "dns", "expect")
+KEYS: Final = (
+    "name",
+    "summary",
+    "nft",
+    "iptables",
+    "ip6tables",
+    "dns",
+    "call_flows",
+    "call_duration",
+    "expect",
+)
 """The top-level keys a scenario file may have."""
 RULE_KINDS: Final = ("nft", "iptables", "ip6tables")
 EXPECT_KEYS: Final = ("verdict", "layer", "mechanism")
@@ -91,6 +105,15 @@ RUN_DEADLINE: Final = 20.0
 PROBE_SLACK: Final = 60.0
 # Bound on one nft/iptables call: they take milliseconds.
 COMMAND_TIMEOUT: Final = 30.0
+# Call flows (``call_flows = true``): seconds each flow sends for. The probe's own default is 10 s;
+# 4 s keeps a scenario short and still holds 16 bins of 0.25 s, room for the analysis to tell a
+# block (nothing after the first second) from a cut (>= 1 s and 4 bins of silence before the end).
+DEFAULT_CALL_DURATION: Final = 4.0
+CALL_DURATION_RANGE: Final = (1.0, 20.0)
+# The apps with a call test (probe.runner.CALL_TESTS), run one after the other; each takes its
+# flows' duration, its start lead and interval, LISTEN_AFTER and MARGIN (call_flow.time_budget).
+CALL_TEST_APPS: Final = 2
+CALL_TEST_OVERHEAD: Final = 3.5
 
 # @name in an nft rule is a set reference, except the raw payload bases (@ll, @nh, @th, @ih,
 # nft(8) RAW PAYLOAD EXPRESSION), which are followed by an offset.
@@ -173,6 +196,10 @@ class Scenario:
     dns: Mapping[str, str] = field(default_factory=dict)
     """Host name -> an address or ``nxdomain`` (normalised)."""
     expect: tuple[Expectation, ...] = ()
+    call_flows: bool = False
+    """Whether the probe run sends call-shaped flows to the lab's reflector (docs/callflow.md)."""
+    call_duration: float = DEFAULT_CALL_DURATION
+    """Seconds each call flow sends for (used only with call_flows)."""
 
     @property
     def rules(self) -> tuple[ScenarioRule, ...]:
@@ -265,7 +292,30 @@ class _Parser:
             ip6tables=rules["ip6tables"],
             dns=self.dns(document.get("dns", {})),
             expect=self.expect(document.get("expect")),
+            **self.calls(document),
         )
+
+    def calls(self, document: dict[str, Any]) -> dict[str, Any]:
+        """``call_flows`` (a boolean) and ``call_duration`` (seconds, only with call flows)."""
+        flows = document.get("call_flows", False)
+        if not isinstance(flows, bool):
+            raise self.error("'call_flows' must be true or false", self.locate.key("call_flows"))
+        if "call_duration" not in document:
+            return {"call_flows": flows}
+        duration = document["call_duration"]
+        line = self.locate.key("call_duration")
+        low, high = CALL_DURATION_RANGE
+        if (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not low <= duration <= high
+        ):
+            raise self.error(
+                f"'call_duration' must be a number of seconds from {low:g} to {high:g}", line
+            )
+        if not flows:
+            raise self.error("'call_duration' needs call_flows = true", line)
+        return {"call_flows": flows, "call_duration": float(duration)}
 
     def text(self, document: dict[str, Any], key: str, *, required: bool) -> str:
         value = document.get(key)
@@ -632,15 +682,16 @@ def run_scenario(
     started = time.monotonic()
     if not lab.catalog_path.exists():
         raise LabError(f"lab {lab.name!r} is not up; run 'ringprobe lab up' first")
+    options = ["--timeout", f"{timeout:g}", "--json"]
+    if scenario.call_flows:
+        options += lab.call_flow_args(scenario.call_duration)
+        deadline = max(deadline, call_deadline(scenario.call_duration))
+    options += ["--deadline", f"{deadline:g}"]
     with locked(lab.state_dir / "scenario.lock"):
         out = records_dir_for(lab, scenario, keep_records)
         apply_scenario(lab, scenario)
         try:
-            done = lab.run_probe(
-                out,
-                ["--timeout", f"{timeout:g}", "--deadline", f"{deadline:g}", "--json"],
-                timeout=deadline + PROBE_SLACK,
-            )
+            done = lab.run_probe(out, options, timeout=deadline + PROBE_SLACK)
         except subprocess.TimeoutExpired as exc:
             raise ScenarioRunError(
                 f"{scenario.name}: the probe run outlived {deadline + PROBE_SLACK:.0f} s"
@@ -650,6 +701,12 @@ def run_scenario(
     records_path, status = _run_output(scenario, done)
     apps = judge(scenario, records_path)
     return ScenarioResult(scenario, apps, records_path, status, time.monotonic() - started)
+
+
+def call_deadline(duration: float) -> float:
+    """The least run deadline that leaves every app's call test of ``duration`` its time: the
+    tests run one after the other, and the runner starts one only with its whole budget left."""
+    return CALL_TEST_APPS * (duration + CALL_TEST_OVERHEAD) + 2.0
 
 
 def _run_output(scenario: Scenario, done: subprocess.CompletedProcess[str]) -> tuple[Path, str]:
@@ -725,6 +782,7 @@ def run_many(
 __all__ = [
     "BUILTIN",
     "CHECK_TIMEOUT",
+    "DEFAULT_CALL_DURATION",
     "KEYS",
     "RUN_DEADLINE",
     "SET_NAMES",
@@ -736,6 +794,7 @@ __all__ = [
     "apply_scenario",
     "builtin_path",
     "builtin_scenarios",
+    "call_deadline",
     "describe",
     "find_scenario",
     "judge",

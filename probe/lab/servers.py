@@ -25,6 +25,10 @@ emulators      python        probe.lab.emulators on the Telegram DC (``tg_dc``) 
                              UDP listeners of the WhatsApp relays (``wa_relay``, 3478 and 3480:
                              pong to the 0x0801 ping, Binding success, Allocate 401) and Telegram
                              reflectors (``tg_reflector``, 596-599: an answer to the hello)
+reflector      python        ``ringprobe reflector`` (probe.reflector) on the ``reflector``
+                             endpoint, IPv4 and IPv6: UDP echo on 3478, 3480, 596-599, 1400 and
+                             40000, TLS streams on 443 (docs/callflow.md), under the secret
+                             ``up`` writes to ``reflector-secret`` in the state directory (0600)
 =============  ============  ===================================================================
 """
 
@@ -52,6 +56,8 @@ INDEX_TEXT: Final = "ringprobe lab\n"
 # makes an unauthenticated Allocate get its 401 + realm; nobody in the lab logs in with it.
 TURN_USER: Final = "ringprobe:ringprobe-lab"
 NXDOMAIN: Final = "nxdomain"
+# The lab reflector's secret: 32 random bytes (the reflector takes at least 16).
+REFLECTOR_SECRET_BYTES: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,11 @@ class Layout:
     @property
     def honest_hosts(self) -> Path:
         return self.conf / "hosts-honest"
+
+    @property
+    def reflector_secret(self) -> Path:
+        """The secret shared by the lab's reflector and the probe's call flows (hex, 0600)."""
+        return self.root / "reflector-secret"
 
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
@@ -274,6 +285,7 @@ def expected_sockets(plan: Plan) -> dict[str, frozenset[Socket]]:
                 "whatsapp": "emulators",
                 "wa_relay": "emulators",
                 "reflector": "emulators",
+                "ringprobe": "reflector",
             }[x.kind]
             by_kind.setdefault(name, set()).add(socket)
     by_kind["honest-dns"] = {("udp", HONEST_DNS, 53), ("tcp", HONEST_DNS, 53)}
@@ -421,4 +433,33 @@ def prepare(
             if sockets:
                 emulator += [option, *sockets]
         specs.append(ServerSpec("emulators", tuple(emulator), wanted["emulators"]))
+
+    if "reflector" in wanted:
+        write_secret(layout.reflector_secret)
+        specs.append(ServerSpec("reflector", reflector_argv(plan, layout), wanted["reflector"]))
     return specs
+
+
+def write_secret(path: Path) -> None:
+    """A fresh 32-byte secret, hex, readable by root only (replacing any earlier one)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(os.urandom(REFLECTOR_SECRET_BYTES).hex() + "\n")
+
+
+def reflector_argv(plan: Plan, layout: Layout) -> tuple[str, ...]:
+    """``ringprobe reflector`` on the reflector's sockets of the plan (its TLS certificate is
+    the self-signed one it makes at start: the probe verifies none, docs/callflow.md)."""
+    mine = [x for x in plan.listeners if x.kind == "ringprobe"]
+    addresses = list(dict.fromkeys(x.address for x in mine))
+    udp_ports = list(dict.fromkeys(x.port for x in mine if x.transport == "udp"))
+    tls_ports = {x.port for x in mine if x.transport == "tcp"}
+    if len(tls_ports) > 1:
+        raise LabError("the lab plan gives the reflector two TLS ports; it serves one")
+    argv = [sys.executable, "-m", "probe.cli", "reflector", "--secret-file"]
+    argv += [str(layout.reflector_secret), "--log-level", "info"]
+    argv += [arg for address in addresses for arg in ("--bind", address)]
+    argv += [arg for port in udp_ports for arg in ("--udp-port", str(port))]
+    argv += ["--tls-port", str(tls_ports.pop())] if tls_ports else ["--no-tls"]
+    return tuple(argv)

@@ -404,3 +404,80 @@ def test_rate_limiter_is_a_token_bucket_per_source() -> None:
     now[0] += 1.0
     again = [limiter.allow("198.51.100.2") for _ in range(100)]
     assert again.count(True) == int(emulators.UDP_RATE)
+
+
+# --- the ringprobe reflector (call flows) ---------------------------------------------------------
+
+
+def test_the_reflector_has_the_reflector_sets_first_address_to_itself(
+    plan: lab_plan.Plan,
+) -> None:
+    from probe.reflector.config import DEFAULT_UDP_PORTS
+
+    assert lab_plan.REFLECTOR_UDP_PORTS == DEFAULT_UDP_PORTS
+    assert lab_plan.REFLECTOR_NEUTRAL_PORT in DEFAULT_UDP_PORTS
+    sets = plan.sets()
+    reflector = plan.reflector
+    assert (reflector.v4, reflector.v6) == (sets["reflector"][0], sets["reflector6"][0])
+    assert (reflector.v4, reflector.v6) == ("203.0.113.4", "2001:db8:203:113::4")
+    mine = {(x.transport, x.address, x.port) for x in plan.listeners if x.kind == "ringprobe"}
+    assert mine == {
+        *(("udp", a, p) for a in reflector.addresses() for p in DEFAULT_UDP_PORTS),
+        *(("tcp", a, 443) for a in reflector.addresses()),
+    }
+    # Nothing else listens on the reflector set's addresses.
+    own = {*sets["reflector"], *sets["reflector6"]}
+    assert all(x.kind == "ringprobe" for x in plan.listeners if x.address in own)
+    assert servers.expected_sockets(plan)["reflector"] == frozenset(mine)
+
+
+def test_another_server_on_a_reflector_socket_is_refused() -> None:
+    # A catalog host called "reflector" takes the extra's place; a STUN server on 3478 there
+    # would take the reflector's socket.
+    extra = _udp("t-refl-stun", "control", "reflector", 3478, "stun", host="reflector")
+    with pytest.raises(LabError, match=r"3478 is the ringprobe reflector's and .* as stun"):
+        build_plan(_call_path_catalog(extra))
+    # A plain TCP connect target on 443 is served by the reflector's TLS listener.
+    tcp = Target(
+        id="t-refl-tcp",
+        app="control",
+        role="reflector",
+        port=443,
+        transport="tcp",
+        expect="tcp",
+        source="unit test",
+        date="2026-11-28",
+        host="reflector",
+    )
+    built = build_plan(_call_path_catalog(tcp))
+    held = {(x.transport, x.address, x.port): x for x in built.listeners}
+    assert held[("tcp", built.reflector.v4 or "", 443)].kind == "ringprobe"
+
+
+def test_the_reflector_runs_with_a_fresh_secret_only_root_reads(
+    plan: lab_plan.Plan, tmp_path: Path
+) -> None:
+    layout = servers.Layout(tmp_path)
+    layout.make()
+    authority = make_authority("unit", tmp_path / "ca.pem", tmp_path / "ca-key.pem")
+    tools = {
+        t: f"/usr/bin/{t}" for t in ("dnsmasq", "nginx", "dnsdist", "gtlsserver", "turnserver")
+    }
+    specs = {s.name: s for s in servers.prepare(plan, layout, tools, authority, {})}
+    secret = layout.reflector_secret
+    assert secret.stat().st_mode & 0o777 == 0o600
+    first = secret.read_text()
+    assert len(bytes.fromhex(first.strip())) == servers.REFLECTOR_SECRET_BYTES
+    spec = specs["reflector"]
+    argv = list(spec.argv)
+    assert argv[1:4] == ["-m", "probe.cli", "reflector"]
+    assert argv[argv.index("--secret-file") + 1] == str(secret)
+    binds = [argv[i + 1] for i, a in enumerate(argv) if a == "--bind"]
+    assert binds == ["203.0.113.4", "2001:db8:203:113::4"]
+    ports = [int(argv[i + 1]) for i, a in enumerate(argv) if a == "--udp-port"]
+    assert sorted(ports) == sorted(lab_plan.REFLECTOR_UDP_PORTS)
+    assert argv[argv.index("--tls-port") + 1] == "443"
+    assert spec.sockets == servers.expected_sockets(plan)["reflector"]
+    servers.prepare(plan, layout, tools, authority, {})
+    assert secret.read_text() != first  # a new lab, a new secret
+    assert secret.stat().st_mode & 0o777 == 0o600

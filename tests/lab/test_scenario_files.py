@@ -74,6 +74,9 @@ def test_builtins_cover_each_signaling_verdict_and_mechanism_the_probe_can_produ
         ("blocked", "tcp", "byte_cutoff"),
         ("throttled", "tls", "sni"),
         ("network_degraded", None, None),
+        ("calls_cut", "udp", None),
+        ("calls_blocked", "udp", "stun_fingerprint"),
+        ("calls_throttled", "udp", "rate_cap"),
     } <= got
 
 
@@ -151,6 +154,54 @@ mechanism = "byte_cutoff"
     assert scenario.nft[0].command() == "nft add rule inet tspu forward ip daddr @tg_dc drop"
 
 
+def test_call_flows_are_off_unless_asked_for() -> None:
+    plain = parse(MINIMAL)
+    assert (plain.call_flows, plain.call_duration) == (False, sc.DEFAULT_CALL_DURATION)
+    on = parse('name = "x"\ncall_flows = true\n[expect]\nwhatsapp = "ok"\n')
+    assert (on.call_flows, on.call_duration) == (True, sc.DEFAULT_CALL_DURATION)
+    timed = parse('name = "x"\ncall_flows = true\ncall_duration = 6.5\n[expect]\nwhatsapp = "ok"\n')
+    assert timed.call_duration == 6.5
+    assert parse('name = "x"\ncall_flows = true\ncall_duration = 20\n[expect]\nsignal = "ok"\n')
+    # The existing built-ins keep their probe run: no call flows.
+    for name in sc.BUILTIN:
+        assert sc.load_builtin(name).call_flows is name.startswith("calls-"), name
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ("call_flows = true\ncall_duration = 0.5\n", "from 1 to 20"),
+        ("call_flows = true\ncall_duration = 21\n", "from 1 to 20"),
+        ("call_flows = true\ncall_duration = true\n", "from 1 to 20"),
+        ('call_flows = true\ncall_duration = "4"\n', "from 1 to 20"),
+        ("call_flows = true\ncall_duration = nan\n", "from 1 to 20"),
+        ("call_duration = 4\n", "'call_duration' needs call_flows = true"),
+        ("call_flows = false\ncall_duration = 4\n", "'call_duration' needs call_flows = true"),
+    ],
+)
+def test_a_bad_call_duration_is_refused_with_its_line(lines: str, expected: str) -> None:
+    message = refused(f'name = "x"\nsummary = "s"\n{lines}[expect]\nwhatsapp = "ok"\n')
+    line = 3 + lines.count("\n") - 1
+    assert message.startswith(f"mine.toml, line {line}: "), message
+    assert expected in message
+
+
+def test_call_flows_need_a_boolean_and_say_where() -> None:
+    message = refused('name = "x"\n\ncall_flows = "true"\n[expect]\nwhatsapp = "ok"\n')
+    assert message == "mine.toml, line 3: 'call_flows' must be true or false"
+
+
+def test_a_call_deadline_leaves_both_call_tests_their_time() -> None:
+    from probe.checks.call_flow import time_budget
+    from probe.runner import CALL_START_LEAD, CALL_TESTS
+
+    assert len(CALL_TESTS) == sc.CALL_TEST_APPS
+    for duration in (1.0, sc.DEFAULT_CALL_DURATION, 20.0):
+        budget = time_budget(duration, CALL_START_LEAD + 0.06)
+        assert sc.call_deadline(duration) > sc.CALL_TEST_APPS * budget
+    assert sc.call_deadline(sc.DEFAULT_CALL_DURATION) <= sc.RUN_DEADLINE
+
+
 def test_every_lab_set_and_its_ipv6_twin_may_be_named() -> None:
     rules = ", ".join(f'"ip daddr @{s} drop", "ip6 daddr @{s}6 drop"' for s in SETS)
     scenario = parse(f"name = 'x'\nnft = [{rules}]\n[expect]\nwhatsapp = 'ok'\n")
@@ -170,7 +221,7 @@ def test_unknown_top_level_keys_are_refused_by_name_and_line() -> None:
     message = refused(MINIMAL.replace('name = "x"\n', 'name = "x"\nrules = []\n'))
     assert message == (
         "mine.toml, line 2: unknown key 'rules'; a scenario has name, summary, nft, iptables, "
-        "ip6tables, dns, expect (shared/LAB.md)"
+        "ip6tables, dns, call_flows, call_duration, expect (shared/LAB.md)"
     )
     assert "unknown key 'timeout'" in refused(MINIMAL + "[timeout]\nx = 1\n")
 
@@ -219,6 +270,8 @@ def test_a_bad_set_reference_names_the_rule_index_and_its_line() -> None:
         ('name = "x"\n[dns]\n"a b" = "0.0.0.0"\n[expect]\nwhatsapp = "ok"\n', "not a host name"),
         ('name = "x"\n[dns]\n"a.example" = 0\n[expect]\nwhatsapp = "ok"\n', "must be a string"),
         ('name = "x"\ndns = ["a"]\n[expect]\nwhatsapp = "ok"\n', "'dns' must be a table"),
+        ('name = "x"\ncall_flows = "yes"\n[expect]\nwhatsapp = "ok"\n', "true or false"),
+        ('name = "x"\ncall_flows = 1\n[expect]\nwhatsapp = "ok"\n', "true or false"),
     ],
 )
 def test_invalid_documents_are_refused_with_the_reason(document: str, expected: str) -> None:
