@@ -36,7 +36,7 @@ from typing import Final
 
 from probe.checks.base import CheckContext, ProtocolError, Step, measured
 from probe.checks.http import MIN_THROUGHPUT_BYTES
-from probe.checks.tls import CLOSE_GRACE, SNI_KINDS, is_handshake_eof, session_details
+from probe.checks.tls import CLOSE_GRACE, SNI_KINDS, session_details, upgrade
 from probe.model import Failure, Record, Target
 from probe.reflector.stream import NONCE_LEN, build_stream_request
 
@@ -79,18 +79,7 @@ async def sni_stream(
         ctx.note_local(raw.get_extra_info("sockname"))
         reader = asyncio.StreamReader(limit=2 * _READ_SIZE)
         protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            tls = await loop.start_tls(
-                raw, protocol, ssl_context, server_hostname=sni, ssl_shutdown_timeout=CLOSE_GRACE
-            )
-        except BaseException as exc:
-            raw.close()  # start_tls closes it on most failures; a second close is a no-op
-            if is_handshake_eof(exc):
-                raise ProtocolError(Failure.EOF, "EOF during the TLS handshake") from exc
-            raise
-        if tls is None:  # typeshed allows it; CPython returns a transport or raises
-            raw.close()
-            raise ProtocolError(Failure.SSL_FAILED_HANDSHAKE, "start_tls returned no transport")
+        tls = await upgrade(raw, protocol, ssl_context, sni)
         # start_tls does not call connection_made on the new protocol (CPython sslproto).
         protocol.connection_made(tls)
         writer = asyncio.StreamWriter(tls, protocol, reader, loop)

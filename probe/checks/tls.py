@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from typing import Any, Final
 
 from cryptography import x509
@@ -42,6 +43,7 @@ __all__ = [
     "session_details",
     "sni_for",
     "tls_handshake",
+    "upgrade",
 ]
 
 
@@ -87,24 +89,37 @@ async def tls_handshake(
         raw, held = await loop.create_connection(_Held, address, target.port)
         step.mark("connect")
         ctx.note_local(raw.get_extra_info("sockname"))
-        try:
-            tls = await loop.start_tls(
-                raw, held, ssl_context, server_hostname=sni, ssl_shutdown_timeout=CLOSE_GRACE
-            )
-        except BaseException as exc:
-            raw.close()  # start_tls closes it on most failures; a second close is a no-op
-            if is_handshake_eof(exc):
-                raise ProtocolError(Failure.EOF, "EOF during the TLS handshake") from exc
-            raise
-        if tls is None:  # typeshed allows it; CPython returns a transport or raises
-            raw.close()
-            raise ProtocolError(Failure.SSL_FAILED_HANDSHAKE, "start_tls returned no transport")
+        tls = await upgrade(raw, held, ssl_context, sni)
         step.mark("handshake")
         try:
             step.details.update(session_details(tls.get_extra_info("ssl_object")))
         finally:
             await _hang_up(tls, held, step.timeout - step.since_start() - _CLOSE_MARGIN)
     return step.record
+
+
+async def upgrade(
+    raw: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    ssl_context: ssl.SSLContext,
+    sni: str,
+) -> asyncio.Transport:
+    """The TLS handshake over a connected transport, with ``sni``: the TLS transport, or the
+    failure a record should store (an EOF mid-handshake is ``eof_error``, as OONI names it)."""
+    loop = asyncio.get_running_loop()
+    try:
+        tls = await loop.start_tls(
+            raw, protocol, ssl_context, server_hostname=sni, ssl_shutdown_timeout=CLOSE_GRACE
+        )
+    except BaseException as exc:
+        raw.close()  # start_tls closes it on most failures; a second close is a no-op
+        if is_handshake_eof(exc):
+            raise ProtocolError(Failure.EOF, "EOF during the TLS handshake") from exc
+        raise
+    if tls is None:  # typeshed allows it; CPython returns a transport or raises
+        raw.close()
+        raise ProtocolError(Failure.SSL_FAILED_HANDSHAKE, "start_tls returned no transport")
+    return tls
 
 
 async def _hang_up(tls: asyncio.Transport, held: _Held, budget: float) -> None:
