@@ -7,7 +7,6 @@ timeout and at most ``attempts`` datagrams."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
@@ -33,13 +32,7 @@ from tests.fakes.udp_server import (
     silent,
 )
 from tests.recordcheck import assert_valid
-from tests.unit.test_stun_coturn import (
-    REALM,
-    STARTUP_DEADLINE,
-    free_udp_port,
-    require_turnserver,
-    udp_bound,
-)
+from tests.unit.test_stun_coturn import REALM, running_coturn
 
 TIMEOUT = 0.4  # seconds per check that ends in silence: 3 attempts are sent at 0, 0.05, 0.15 s
 # Seconds per check whose answer comes at once: the first RTO (0.25 s) leaves a loaded machine
@@ -534,40 +527,10 @@ async def test_any_reply_is_recorded_never_raised(name: str, replies: list[bytes
 
 @pytest.fixture(scope="module")
 def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A turnserver on (LOOPBACK, port), configured as tests/unit/test_stun_coturn.py configures
-    it (Telegram's TURN: realm telegram.org, credentials required); stopped by its pid."""
-    binary = require_turnserver()
-    workdir = tmp_path_factory.mktemp("coturn-relay")
-    port = free_udp_port()
-    command = [
-        binary, "-n",
-        "--listening-ip", LOOPBACK, "--listening-port", str(port),
-        "--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--no-rfc5780",
-        "--realm", REALM, "--lt-cred-mech", "--user", "u:p",
-        "--pidfile", str(workdir / "turnserver.pid"), "--db", str(workdir / "turndb"),
-        "--log-file", "stdout", "--simple-log",
-    ]  # fmt: skip
-    log_path = workdir / "turnserver.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + STARTUP_DEADLINE
-            while not udp_bound(port):
-                if process.poll() is not None:
-                    pytest.fail(f"turnserver exited: {log_path.read_text()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"turnserver did not bind {LOOPBACK}:{port}")
-                time.sleep(0.05)
-            yield port
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+    """A turnserver on (LOOPBACK, port), as tests/unit/test_stun_coturn.py runs it (Telegram's
+    TURN: realm telegram.org, credentials required); stopped by its pid."""
+    with running_coturn(tmp_path_factory.mktemp("coturn-relay")) as port:
+        yield port
 
 
 COTURN_TIMEOUT = ANSWER_TIMEOUT

@@ -12,6 +12,7 @@ exchange by a socket timeout and at most three attempts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -69,11 +70,11 @@ def udp_bound(port: int) -> bool:
     return any(line.split()[1] == wanted for line in lines)
 
 
-@pytest.fixture(scope="module")
-def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """A turnserver answering on (HOST, port); stopped by its pid when the module is done."""
+@contextlib.contextmanager
+def running_coturn(workdir: Path) -> Iterator[int]:
+    """A turnserver on (HOST, port) for the block, configured as Telegram's TURN is (realm
+    telegram.org, credentials required); stopped by its pid. Yields the port."""
     binary = require_turnserver()
-    workdir = tmp_path_factory.mktemp("coturn")
     port = free_udp_port()
     command = [
         binary,
@@ -104,7 +105,7 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
                 if time.monotonic() > deadline:
                     pytest.fail(f"turnserver did not bind {HOST}:{port} in {STARTUP_DEADLINE} s")
                 time.sleep(0.05)
-            yield HOST, port
+            yield port
         finally:
             # terminate() and kill() signal process.pid only, and not once it has been reaped
             process.terminate()
@@ -113,6 +114,13 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A turnserver answering on (HOST, port); stopped when the module is done."""
+    with running_coturn(tmp_path_factory.mktemp("coturn")) as port:
+        yield HOST, port
 
 
 @pytest.fixture
