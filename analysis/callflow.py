@@ -41,6 +41,10 @@ import numpy as np
 # cent of loss (Opus in-band FEC, packet-loss concealment), and the lab's open path echoes ~100%;
 # beyond 10% loss a call is audibly broken whichever app makes it.
 FLOW_OK_DELIVERY: Final = 0.9
+# A port carrying at most this share of both the call flow and its random-bytes control is
+# dropped (the loss a working flow may have, the other way round): with the call framing
+# delivered on a neutral port, what is dropped is the port, not a content or the network.
+PORT_DEAD_DELIVERY: Final = 1 - FLOW_OK_DELIVERY
 # Wehe flags a differentiated flow at |area| >= 0.5 with p < 0.01 (Li et al., "A large-scale
 # analysis of deployed traffic differentiation practices", SIGCOMM 2019). The p-value bounds false
 # positives on its own (the call and its control share path, sizes and send times); the area only
@@ -411,6 +415,7 @@ __all__ = [
     "FLOWS",
     "FLOW_OK_DELIVERY",
     "OPENING",
+    "PORT_DEAD_DELIVERY",
     "P_THRESHOLD",
     "SHAPING_SLOPE_MS_S",
     "SUMMARY_KEYS",

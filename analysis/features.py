@@ -984,8 +984,13 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     "relays": "the app's call-path endpoints (relays, reflectors, TURN; for the control row its "
     "STUN servers) with a usable result",
     "relays_failed": "of those, endpoints whose known answer did not come",
+    "relay_roles": "call-server roles (relay, reflector, turn) among the app's relays",
+    "relay_roles_silent": f"of those, roles with relays_failed >= {BLOCK_SHARE} of the role's",
+    "silent_roles": "their names, comma-separated (NA: none)",
     "udp_controls": "the run's neutral STUN servers (app control) with a usable result",
     "udp_controls_failed": "of those, failed",
+    "run_control_delivery": "the best delivery among the run's call-test control flows (random "
+    "bytes echoed by the ringprobe reflector, any app; NA: no call test)",
     "controls": "the run's neutral control endpoints that are evidence",
     "controls_failed": "of those, failed",
     "control_share_failed": "controls_failed / controls (NA without controls)",
@@ -1108,6 +1113,24 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
     udp_controls_failed = np.zeros(n_runs, dtype=np.int64)
     udp_controls[a_run[is_control]] = n_relays[is_control]
     udp_controls_failed[a_run[is_control]] = n_relays_failed[is_control]
+    # Per role (WhatsApp's relays; Telegram's reflectors and its TURN servers): one role silent
+    # while another answers is a partial restriction, not the whole call path gone.
+    k_roles = len(CALL_ROLES)
+    role_code = np.full(len(role), -1, dtype=np.int64)
+    for k, name in enumerate(CALL_ROLES):
+        role_code[role == name] = k
+    in_role = role_code >= 0
+
+    def count_by_role(mask: np.ndarray) -> np.ndarray:
+        sel = mask & in_role
+        cells = t_row[sel] * k_roles + role_code[sel]
+        return np.bincount(cells, minlength=m * k_roles).reshape(m, k_roles)
+
+    by_role = count_by_role(call_evidence)
+    role_silent = (by_role > 0) & (count_by_role(call_failed) >= BLOCK_SHARE * by_role)
+    silent_roles = np.full(m, None, dtype=object)
+    for i in np.flatnonzero(role_silent.any(axis=1)):
+        silent_roles[i] = ", ".join(n for n, s in zip(CALL_ROLES, role_silent[i], strict=True) if s)
 
     # Run metadata, from all of the run's records (informational ones too).
     start = df["start_time"].to_numpy(dtype="datetime64[ns]").view(np.int64).copy()
@@ -1128,6 +1151,10 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         control_share = np.where(c_n > 0, c_f / np.maximum(c_n, 1), np.nan)
     keys = pd.DataFrame({"run_id": np.asarray(run_cats, dtype=object)[a_run], "app": app_names})
     calls = _merge_callflow(keys, df)
+    # The run's best random-bytes control flow: UDP that is neither STUN nor call-shaped, echoed
+    # by the ringprobe reflector. It tells a network that fails UDP from one that filters STUN.
+    best_control = np.full(n_runs, np.nan)
+    np.fmax.at(best_control, a_run, calls["control_delivery"])
     return pd.DataFrame(
         {
             "run_id": np.asarray(run_cats, dtype=object)[a_run],
@@ -1155,8 +1182,12 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
             "quic_failed": count(targets.http3 & (status == S_FAILED)),
             "relays": n_relays,
             "relays_failed": n_relays_failed,
+            "relay_roles": (by_role > 0).sum(axis=1).astype(np.int64),
+            "relay_roles_silent": role_silent.sum(axis=1).astype(np.int64),
+            "silent_roles": silent_roles,
             "udp_controls": udp_controls[a_run],
             "udp_controls_failed": udp_controls_failed[a_run],
+            "run_control_delivery": best_control[a_run],
             "targets_cut": count(is_cut),
             "cutoff_bytes": cutoff_bytes,
             "controls": c_n,

@@ -36,6 +36,7 @@ from analysis.callflow import (
     FLOW_OK_DELIVERY,
     OPENING,
     P_THRESHOLD,
+    PORT_DEAD_DELIVERY,
 )
 from analysis.features import (
     BLOCK_SHARE,
@@ -360,11 +361,60 @@ def _explain_calls_blocked(f: pd.DataFrame) -> pd.Series:
         + " of "
         + _n(f["udp_controls"])
         + " neutral STUN servers answered"
+        + _when(_udp_echoed(f), "; " + _udp_echoed_text(f), f.index)
     )
 
 
 def _explain_calls_partial(f: pd.DataFrame) -> pd.Series:
     return _calls_failed_of(f) + ": too many to be noise, too few to call the calls blocked"
+
+
+def _udp_echoed_text(f: pd.DataFrame) -> pd.Series:
+    return (
+        "the run's random-bytes control flows were echoed by the ringprobe reflector (best "
+        + _pct(f["run_control_delivery"])
+        + ")"
+    )
+
+
+def _silent_roles_text(f: pd.DataFrame) -> pd.Series:
+    return (
+        "; silent roles: "
+        + f["silent_roles"].astype(object).fillna("none").astype(str)
+        + f" (a role is silent at >= {BLOCK_SHARE:.0%} of its servers)"
+    )
+
+
+def _explain_control_stun_failed(f: pd.DataFrame) -> pd.Series:
+    return (
+        _udp_controls_text(f).str.replace(" too", "", regex=False)
+        + ", but "
+        + _udp_echoed_text(f)
+        + ": UDP works; STUN to those servers is filtered (by content or by address)"
+    )
+
+
+def _explain_calls_ok_flow(f: pd.DataFrame) -> pd.Series:
+    return (
+        _flow_app(f)
+        + " delivered "
+        + _pct(f["call_delivery"])
+        + " and "
+        + _control_echoed(f)
+        + ": call-shaped traffic gets through; "
+        + _calls_failed_of(f)
+        + _silent_roles_text(f)
+        + ": a restriction of some of the app's call servers only"
+    )
+
+
+def _explain_calls_role_silent(f: pd.DataFrame) -> pd.Series:
+    return (
+        _calls_failed_of(f)
+        + _silent_roles_text(f)
+        + ", while its other call servers answer: a call may still connect through those"
+        + _when(~_flows(f), "; a call test (--reflector) would tell", f.index)
+    )
 
 
 # --- the call-flow rules -------------------------------------------------------------------------
@@ -485,6 +535,19 @@ def _explain_flow_unclear(f: pd.DataFrame) -> pd.Series:
     )
 
 
+def _explain_port_dropped(f: pd.DataFrame) -> pd.Series:
+    return (
+        _flow_app(f)
+        + " delivered "
+        + _pct(f["call_delivery"])
+        + " and its control (random bytes) "
+        + _pct(f["control_delivery"])
+        + " on the app's port, while the same call framing on a neutral port delivered "
+        + _pct(f["neutral_delivery"])
+        + ": the app's call port is dropped, whatever the content"
+    )
+
+
 def _flows(f: pd.DataFrame) -> pd.Series[bool]:
     return f["callflow_tests"] > 0
 
@@ -535,6 +598,22 @@ CALLFLOW_RULES: Final[tuple[Rule, ...]] = (
         _flow_blocked,
         _explain_flow_blocked,
         "call_blocked, and the neutral-port flow neither blocked nor fine (or not run)",
+    ),
+    Rule(
+        "calls_flow_port_dropped",
+        "calls_blocked",
+        "udp",
+        "port",
+        lambda f: (
+            _flows(f)
+            & (f["call_delivery"] <= PORT_DEAD_DELIVERY)
+            & (f["control_delivery"] <= PORT_DEAD_DELIVERY)
+            & (f["neutral_delivery"] >= FLOW_OK_DELIVERY)
+        ),
+        _explain_port_dropped,
+        f"the call flow and its control on the app's port both delivered <= {PORT_DEAD_DELIVERY} "
+        f"while the call framing on a neutral port delivered >= {FLOW_OK_DELIVERY}: the port "
+        "itself is dropped, whatever the content",
     ),
     Rule(
         "calls_flow_cut",
@@ -603,6 +682,20 @@ def _udp_controls_failing(f: pd.DataFrame) -> pd.Series[bool]:
     return (f["udp_controls"] > 0) & (
         f["udp_controls_failed"] >= CONTROL_FAIL_SHARE * f["udp_controls"]
     )
+
+
+def _udp_echoed(f: pd.DataFrame) -> pd.Series[bool]:
+    # Some call test's random-bytes control got through: the network carries UDP of no known
+    # protocol, so STUN servers failing is about STUN, not about the network.
+    return f["run_control_delivery"].fillna(0.0) >= FLOW_OK_DELIVERY
+
+
+def _all_roles_silent(f: pd.DataFrame) -> pd.Series[bool]:
+    return (f["relay_roles"] > 0) & (f["relay_roles_silent"] == f["relay_roles"])
+
+
+def _flow_healthy(f: pd.DataFrame) -> pd.Series[bool]:
+    return _flows(f) & _control_fine(f) & (f["call_delivery"] >= FLOW_OK_DELIVERY)
 
 
 def _http3_failed(f: pd.DataFrame) -> pd.Series[bool]:
@@ -718,10 +811,21 @@ RULES: Final[tuple[Rule, ...]] = (
         "network_degraded",
         "udp",
         None,
-        lambda f: f["is_control"].astype(bool) & _udp_controls_failing(f),
+        lambda f: f["is_control"].astype(bool) & _udp_controls_failing(f) & ~_udp_echoed(f),
         _explain_control_udp,
         f"the neutral controls' own row: their STUN servers fail (udp_controls_failed >= "
-        f"{CONTROL_FAIL_SHARE} x udp_controls)",
+        f"{CONTROL_FAIL_SHARE} x udp_controls) and no random-bytes control flow of the run "
+        f"delivered >= {FLOW_OK_DELIVERY} (or the run has none)",
+    ),
+    Rule(
+        "control_ok_stun_failed",
+        "ok",
+        "udp",
+        None,
+        lambda f: f["is_control"].astype(bool) & _udp_controls_failing(f),
+        _explain_control_stun_failed,
+        "the neutral controls' own row: their STUN servers fail, but a random-bytes control "
+        f"flow of the run delivered >= {FLOW_OK_DELIVERY} (run_control_delivery): UDP works",
     ),
     Rule(
         "control_ok_http3_failed",
@@ -781,30 +885,55 @@ RULES: Final[tuple[Rule, ...]] = (
         "network_degraded",
         "udp",
         None,
-        lambda f: _relays_failing(BLOCK_SHARE)(f) & _udp_controls_failing(f),
+        lambda f: _relays_failing(BLOCK_SHARE)(f) & _udp_controls_failing(f) & ~_udp_echoed(f),
         _explain_calls_degraded,
         f"relays_failed >= {BLOCK_SHARE} x relays and the run's neutral STUN servers fail too "
-        f"(udp_controls_failed >= {CONTROL_FAIL_SHARE} x udp_controls)",
+        f"(udp_controls_failed >= {CONTROL_FAIL_SHARE} x udp_controls), no random-bytes "
+        f"control flow delivered >= {FLOW_OK_DELIVERY}",
     ),
     Rule(
         "calls_no_udp_controls",
         "inconclusive",
         None,
         None,
-        lambda f: _relays_failing(PARTIAL_SHARE)(f) & (f["udp_controls"] == 0),
+        lambda f: _relays_failing(PARTIAL_SHARE)(f) & (f["udp_controls"] == 0) & ~_udp_echoed(f),
         _explain_calls_no_controls,
         f"relays_failed >= {PARTIAL_SHARE} x relays but the run has no neutral STUN server "
-        "that is evidence",
+        "that is evidence, nor a random-bytes control flow that was echoed",
     ),
     Rule(
         "calls_relays_silent",
         "calls_blocked",
         "udp",
         None,
-        _relays_failing(BLOCK_SHARE),
+        _all_roles_silent,
         _explain_calls_blocked,
-        f"signaling works (share_failed < {PARTIAL_SHARE}), relays_failed >= {BLOCK_SHARE} x "
-        "relays, the neutral STUN servers answer",
+        f"signaling works (share_failed < {PARTIAL_SHARE}), every call-server role of the app "
+        f"silent (relays_failed >= {BLOCK_SHARE} x the role's relays), and UDP works (the "
+        "neutral STUN servers answer, or a random-bytes control flow was echoed)",
+    ),
+    Rule(
+        "calls_ok_flow_relays_partial",
+        "ok",
+        "udp",
+        None,
+        lambda f: (
+            _flow_healthy(f) & (_relays_failing(PARTIAL_SHARE)(f) | (f["relay_roles_silent"] > 0))
+        ),
+        _explain_calls_ok_flow,
+        f"the call flow and its control both delivered >= {FLOW_OK_DELIVERY} (no call-flow "
+        f"rule fired) while some call servers are silent (relays_failed >= {PARTIAL_SHARE} x "
+        "relays, or a silent role): the direct evidence of the call flow decides",
+    ),
+    Rule(
+        "calls_relays_role_silent",
+        "inconclusive",
+        None,
+        None,
+        lambda f: f["relay_roles_silent"] > 0,
+        _explain_calls_role_silent,
+        f"a call-server role silent (relays_failed >= {BLOCK_SHARE} x the role's relays) while "
+        "another answers",
     ),
     Rule(
         "calls_relays_partial",

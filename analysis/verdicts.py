@@ -78,8 +78,12 @@ VERDICT_COLUMNS: Final[dict[str, str]] = {
     "quic_failed": "int64",
     "relays": "int64",
     "relays_failed": "int64",
+    "relay_roles": "int64",
+    "relay_roles_silent": "int64",
+    "silent_roles": "string",
     "udp_controls": "int64",
     "udp_controls_failed": "int64",
+    "run_control_delivery": "float64",
     "controls": "int64",
     "controls_failed": "int64",
     # The call-flow figures (features.CALLFLOW_COLUMNS says what each means).

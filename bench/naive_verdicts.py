@@ -26,6 +26,7 @@ from analysis.callflow import (
     FLOW_OK_DELIVERY,
     OPENING,
     P_THRESHOLD,
+    PORT_DEAD_DELIVERY,
 )
 from analysis.features import (
     BASELINE_OK_SHARE,
@@ -472,6 +473,15 @@ def _callflow_rule(c: dict[str, Any] | None) -> tuple[str, str] | None:
         if neutral is not None and control is not None and neutral >= FLOW_OK_DELIVERY * control:
             return "calls_blocked", "calls_flow_blocked_port"
         return "calls_blocked", "calls_flow_blocked"
+    if (
+        call is not None
+        and call <= PORT_DEAD_DELIVERY
+        and control is not None
+        and control <= PORT_DEAD_DELIVERY
+        and neutral is not None
+        and neutral >= FLOW_OK_DELIVERY
+    ):
+        return "calls_blocked", "calls_flow_port_dropped"
     if c["cut"] is not None:
         return "calls_cut", "calls_flow_cut"
     control_fine = control is not None and control >= FLOW_OK_DELIVERY
@@ -575,6 +585,7 @@ def judge(
             "quic_failed": 0,
             "relays": 0,
             "relays_failed": 0,
+            "roles": {},
             "signaling": False,
         }
         for key in apps
@@ -599,6 +610,10 @@ def judge(
             # The call path: its own rules (analysis.features.app_features).
             f["relays"] += status in ("ok", "throttled", "failed")
             f["relays_failed"] += status == "failed"
+            if t.role in CALL_ROLES and status in ("ok", "throttled", "failed"):
+                counts = f["roles"].setdefault(t.role, [0, 0])
+                counts[0] += 1
+                counts[1] += status == "failed"
             continue
         judged = t.role in SIGNALING_ROLES or (not f["signaling"] and t.role in FALLBACK_ROLES)
         if judged and status in ("ok", "throttled", "failed"):
@@ -628,9 +643,15 @@ def judge(
             udp_controls[run_id] = (f["relays"], f["relays_failed"])
 
     calls = _worst_tests(flows)
+    # The run's best random-bytes control flow (analysis.features: run_control_delivery).
+    best_control: dict[str, float] = {}
+    for (run_id, _app), test in calls.items():
+        if test["control"] is not None:
+            best_control[run_id] = max(best_control.get(run_id, 0.0), test["control"])
     out: dict[tuple[str, str], tuple[str, str]] = {}
     for (run_id, app), f in figures.items():
         f["callflow"] = calls.get((run_id, app))
+        f["udp_echoed"] = best_control.get(run_id, 0.0) >= FLOW_OK_DELIVERY
         out[(run_id, app)] = _rules(
             app, f, controls.get(run_id, (0, 0)), udp_controls.get(run_id, (0, 0))
         )
@@ -664,11 +685,16 @@ def _rules(
     def relays_failing(share: float) -> bool:
         return bool(f["relays"] > 0 and f["relays_failed"] >= share * f["relays"])
 
+    echoed = f["udp_echoed"]
+    silent_roles = sum(bad >= BLOCK_SHARE * total for total, bad in f["roles"].values())
+    all_silent = bool(f["roles"]) and silent_roles == len(f["roles"])
     if app == CONTROL_APP:
         if share >= CONTROL_FAIL_SHARE:
             return "network_degraded", "control_failed"
-        if udp_controls_failing:
+        if udp_controls_failing and not echoed:
             return "network_degraded", "control_udp_failed"
+        if udp_controls_failing:
+            return "ok", "control_ok_stun_failed"
         if quic_failed:
             return "ok", "control_ok_http3_failed"
         return "ok", "control_ok"
@@ -691,12 +717,24 @@ def _rules(
     flow_rule = _callflow_rule(f.get("callflow"))
     if flow_rule is not None:
         return flow_rule
-    if relays_failing(BLOCK_SHARE) and udp_controls_failing:
+    if relays_failing(BLOCK_SHARE) and udp_controls_failing and not echoed:
         return "network_degraded", "calls_network_degraded"
-    if relays_failing(PARTIAL_SHARE) and u_n == 0:
+    if relays_failing(PARTIAL_SHARE) and u_n == 0 and not echoed:
         return "inconclusive", "calls_no_udp_controls"
-    if relays_failing(BLOCK_SHARE):
+    if all_silent:
         return "calls_blocked", "calls_relays_silent"
+    c = f.get("callflow")
+    healthy = (
+        c is not None
+        and c["control"] is not None
+        and c["control"] >= FLOW_OK_DELIVERY
+        and c["call"] is not None
+        and c["call"] >= FLOW_OK_DELIVERY
+    )
+    if healthy and (relays_failing(PARTIAL_SHARE) or silent_roles > 0):
+        return "ok", "calls_ok_flow_relays_partial"
+    if silent_roles > 0:
+        return "inconclusive", "calls_relays_role_silent"
     if relays_failing(PARTIAL_SHARE):
         return "inconclusive", "calls_relays_partial"
     if f["throttled"] > 0 and f["fast"] > 0:

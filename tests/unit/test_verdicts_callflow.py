@@ -175,6 +175,25 @@ def test_call_dropped_on_the_app_port_only_is_blocked_by_port(tmp_path: Path, ap
     assert r["neutral_delivery"] == 1.0
 
 
+@pytest.mark.parametrize("app", APPS)
+def test_the_app_port_dropped_whatever_the_content_is_blocked_by_port(
+    tmp_path: Path, app: str
+) -> None:
+    # All UDP to the app's call port dropped (call and random bytes alike), the call framing on
+    # the neutral port echoed: the port is blocked, not the content and not the network.
+    r = _judge(tmp_path, app, CallTest(call=BLOCKED, control=BLOCKED))
+    assert_verdict(r, "calls_blocked", "calls_flow_port_dropped", "udp", "port")
+    assert (r["call_delivery"], r["control_delivery"], r["neutral_delivery"]) == (0.0, 0.0, 1.0)
+    assert "the app's call port is dropped" in r["evidence"]
+
+
+def test_the_app_port_dropped_needs_the_neutral_port_to_pass(tmp_path: Path) -> None:
+    lossy = FlowFate(loss=0.3)
+    r = _judge(tmp_path, "telegram", CallTest(call=BLOCKED, control=BLOCKED, neutral=lossy))
+    assert r["rule"] != "calls_flow_port_dropped"
+    assert r["neutral_delivery"] < FLOW_OK_DELIVERY
+
+
 def test_without_the_neutral_port_flow_the_mechanism_is_not_told(tmp_path: Path) -> None:
     r = _judge(tmp_path, "whatsapp", CallTest(call=BLOCKED, neutral=None))
     assert_verdict(r, "calls_blocked", "calls_flow_blocked", "udp", None)

@@ -8,11 +8,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis.callflow import FLOW_OK_DELIVERY
 from analysis.load import load
 from analysis.verdicts import target_status
 from bench.naive_verdicts import naive_verdicts
 from probe.model import Failure, Target
-from tests.recordsets import DROP, OK, Fate, catalog, run_records, where, write_runs
+from tests.recordsets import (
+    DROP,
+    OK,
+    CallTest,
+    Fate,
+    FlowFate,
+    catalog,
+    run_records,
+    where,
+    write_runs,
+)
 from tests.unit.test_verdicts import assert_verdict, judge, row
 
 SILENT = Fate(relay=Failure.GENERIC_TIMEOUT)
@@ -144,3 +155,141 @@ def test_target_status_of_a_call_server(
     got = table[table["target_id"] == turn.id].iloc[0]
     cls = None if pd.isna(got["failure_class"]) else got["failure_class"]
     assert (got["status"], cls) == (status, failure_class)
+
+
+# --- per role, and with a call test to weigh ------------------------------------------------------
+
+
+def _role(app: str, role: str) -> object:
+    return lambda t: _call(t) and t.app == app and t.role == role
+
+
+def _roles(app: str) -> set[str]:
+    return {t.role for t in catalog(app) if _call(t)}
+
+
+def test_telegram_has_two_call_server_roles() -> None:
+    # The per-role tests below need Telegram's reflectors and TURN servers both in the catalog.
+    assert _roles("telegram") == {"reflector", "turn"}
+    assert _roles("whatsapp") == {"relay"}
+
+
+def test_one_silent_role_while_another_answers_is_inconclusive(tmp_path: Path) -> None:
+    # Telegram's reflectors dropped, its TURN servers answering: calls may still connect.
+    table = judge(tmp_path, run_records(where(_role("telegram", "reflector"), SILENT)))
+    r = row(table, "telegram")
+    assert_verdict(r, "inconclusive", "calls_relays_role_silent")
+    assert (r["relay_roles"], r["relay_roles_silent"], r["silent_roles"]) == (2, 1, "reflector")
+    assert "silent roles: reflector" in r["evidence"]
+    assert "--reflector" in r["evidence"]  # no call test: it says what would tell
+    assert_verdict(row(table, "whatsapp"), "ok", "ok")
+    _agrees_with_naive(tmp_path, table)
+
+
+def test_every_role_silent_is_calls_blocked_whatever_the_share(tmp_path: Path) -> None:
+    # One reflector spared: each role is still silent at >= BLOCK_SHARE of its servers. All
+    # reflectors silent with every TURN server answering is not a block (the previous test).
+    telegram = [t for t in catalog("telegram") if _call(t)]
+    spared = {next(t.id for t in telegram if t.role == "reflector")}
+    table = judge(
+        tmp_path,
+        run_records(
+            where(lambda t: _call(t) and t.app == "telegram" and t.id not in spared, SILENT)
+        ),
+    )
+    r = row(table, "telegram")
+    assert_verdict(r, "calls_blocked", "calls_relays_silent", "udp", None)
+    assert (r["relay_roles"], r["relay_roles_silent"]) == (2, 2)
+    assert r["silent_roles"] == "reflector, turn"
+    _agrees_with_naive(tmp_path, table)
+
+
+def test_a_healthy_call_flow_outweighs_a_silent_role(tmp_path: Path) -> None:
+    records = run_records(where(_role("telegram", "turn"), SILENT), calls={"telegram": CallTest()})
+    table = judge(tmp_path, records)
+    r = row(table, "telegram")
+    assert_verdict(r, "ok", "calls_ok_flow_relays_partial", "udp", None)
+    assert "call-shaped traffic gets through" in r["evidence"]
+    assert "silent roles: turn" in r["evidence"]
+    _agrees_with_naive(tmp_path, table)
+
+
+def test_a_healthy_call_flow_does_not_outweigh_every_call_server_silent(tmp_path: Path) -> None:
+    # The relays dropped by address: the ringprobe reflector's path says nothing about them.
+    records = run_records(where(_calls_of("telegram"), SILENT), calls={"telegram": CallTest()})
+    table = judge(tmp_path, records)
+    assert_verdict(row(table, "telegram"), "calls_blocked", "calls_relays_silent", "udp", None)
+    _agrees_with_naive(tmp_path, table)
+
+
+def test_a_lossy_call_flow_does_not_outweigh_a_silent_role(tmp_path: Path) -> None:
+    lossy = FlowFate(loss=0.3)
+    test = CallTest(call=lossy, control=lossy, neutral=lossy)
+    records = run_records(where(_role("telegram", "turn"), SILENT), calls={"telegram": test})
+    table = judge(tmp_path, records)
+    r = row(table, "telegram")
+    assert r["rule"] != "calls_ok_flow_relays_partial"
+    assert r["control_delivery"] < FLOW_OK_DELIVERY
+    _agrees_with_naive(tmp_path, table)
+
+
+def _stun_based(t: Target) -> bool:
+    # What a STUN magic-cookie filter silences: every call server probed with STUN framing
+    # (WhatsApp's relays, Telegram's TURN, the neutral STUN server), not Telegram's reflectors.
+    return _call(t) and t.expect in ("stun", "turn", "wa_relay")
+
+
+def test_stun_filtered_while_random_udp_is_echoed_is_not_the_network(tmp_path: Path) -> None:
+    opening_lost = FlowFate(drop_opening=True)
+    calls = {
+        "whatsapp": CallTest(call=opening_lost, neutral=opening_lost),
+        "telegram": CallTest(),
+    }
+    table = judge(tmp_path, run_records(where(_stun_based, SILENT), calls=calls))
+    control = row(table, "control")
+    assert_verdict(control, "ok", "control_ok_stun_failed", "udp", None)
+    assert control["run_control_delivery"] >= FLOW_OK_DELIVERY
+    assert "UDP works" in control["evidence"]
+    assert_verdict(
+        row(table, "whatsapp"),
+        "calls_blocked",
+        "calls_flow_blocked_fingerprint",
+        "udp",
+        "stun_fingerprint",
+    )
+    assert_verdict(row(table, "telegram"), "ok", "calls_ok_flow_relays_partial", "udp", None)
+    _agrees_with_naive(tmp_path, table)
+
+
+def test_stun_filtered_with_the_relays_silent_is_calls_blocked(tmp_path: Path) -> None:
+    # WhatsApp's relays and the STUN control silent, Telegram's call test echoed: UDP works, so
+    # WhatsApp's silent relays are its calls blocked, not the network.
+    table = judge(tmp_path, run_records(where(_stun_based, SILENT), calls={"telegram": CallTest()}))
+    r = row(table, "whatsapp")
+    assert_verdict(r, "calls_blocked", "calls_relays_silent", "udp", None)
+    assert "random-bytes control flows were echoed" in r["evidence"]
+    _agrees_with_naive(tmp_path, table)
+
+
+def test_udp_gone_for_the_control_flows_too_is_the_network(tmp_path: Path) -> None:
+    gone = FlowFate(cut_s=0.0)
+    test = CallTest(call=gone, control=gone, neutral=gone)
+    table = judge(tmp_path, run_records(where(_call, SILENT), calls={"whatsapp": test}))
+    assert_verdict(row(table, "control"), "network_degraded", "control_udp_failed", "udp", None)
+    for app in ("whatsapp", "telegram"):
+        assert_verdict(row(table, app), "network_degraded", "calls_network_degraded", "udp", None)
+    _agrees_with_naive(tmp_path, table)
+
+
+def test_an_echoed_control_flow_stands_in_for_missing_stun_controls(tmp_path: Path) -> None:
+    fates = where(_calls_of("whatsapp"), SILENT)
+    records = [
+        r
+        for r in run_records(fates, calls={"telegram": CallTest()})
+        if not (r.app == "control" and r.target.expect == "stun")
+    ]
+    table = judge(tmp_path, records)
+    r = row(table, "whatsapp")
+    assert r["udp_controls"] == 0
+    assert_verdict(r, "calls_blocked", "calls_relays_silent", "udp", None)
+    _agrees_with_naive(tmp_path, table)
