@@ -349,15 +349,24 @@ class Runner:
                 return
 
     async def _call_test(self, app: str, tx: int) -> None:
-        """The three flows of ``app``'s call test, side by side, on one schedule."""
-        from probe.checks import call_flow
-
+        """``app``'s call test: per profile (voice, then video if asked for) its three flows side
+        by side on one schedule, then the two TLS streams."""
         reflector, secret = self.ctx.reflector, self.ctx.reflector_secret
         # run() plans no call test without a reflector, and Runner() refuses one without a secret
         assert reflector is not None
         assert secret is not None
+        for profile in self.ctx.call_profiles:
+            await self._call_flows(app, tx, profile, reflector, secret)
+        await self._sni_streams(app, tx, reflector, secret)
+
+    async def _call_flows(
+        self, app: str, tx: int, profile: str, reflector: str, secret: bytes
+    ) -> None:
+        """The call flow, its control and the neutral-port flow of one profile, side by side."""
+        from probe.checks import call_flow
+
         framing, port = CALL_TESTS[app]
-        schedule = call_flow.make_schedule(framing, "voice", self.ctx.call_duration)
+        schedule = call_flow.make_schedule(framing, profile, self.ctx.call_duration)
         # The latest flow starts less than an interval after the lead.
         budget = call_flow.time_budget(schedule.duration, CALL_START_LEAD + schedule.interval)
         start = time.monotonic() + CALL_START_LEAD
@@ -387,6 +396,7 @@ class Runner:
                     secret=secret,
                     flow=flow,
                     framing=framing,
+                    profile=profile,
                     schedule=schedule,
                     start_at=start + offset * schedule.interval,
                 )
@@ -403,7 +413,6 @@ class Runner:
                 self._write(result)
         if deadline:
             raise _DeadlineReached
-        await self._sni_streams(app, tx, reflector, secret)
 
     async def _sni_streams(self, app: str, tx: int, reflector: str, secret: bytes) -> None:
         """The app's two TLS streams from the reflector, real SNI then neutral SNI.

@@ -55,6 +55,9 @@ class CheckContext:
     call_duration: float = 10.0
     """Seconds each call-shaped flow sends for (probe.checks.call_flow.DEFAULT_DURATION; a test
     keeps the two equal)."""
+    call_profiles: tuple[str, ...] = ("voice",)
+    """The call-flow profiles each app's call test runs, in order (probe.checks.call_flow
+    PROFILES: voice, video)."""
     _ssl_contexts: dict[tuple[bool, tuple[str, ...]], ssl.SSLContext] = field(
         default_factory=dict, repr=False
     )

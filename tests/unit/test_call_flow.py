@@ -457,6 +457,42 @@ async def test_a_run_with_a_reflector_makes_one_call_test_per_app(
     assert wa.echoed == tg.echoed == neutral.echoed == 2 * 17
 
 
+async def test_each_call_profile_asked_for_is_a_test_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeEchoReflector(SECRET) as refl:
+        monkeypatch.setitem(runner_module.CALL_TESTS, "whatsapp", ("whatsapp_rtp", refl.port))
+        monkeypatch.setattr(runner_module, "NEUTRAL_PORT", refl.port)
+        monkeypatch.setattr(runner_module, "REFLECTOR_TLS_PORT", closed_port())
+        ctx = _ctx(
+            reflector=LOOPBACK,
+            reflector_secret=SECRET,
+            call_duration=SHORT,
+            call_profiles=("voice", "video"),
+        )
+        output = RunOutput(tmp_path, ctx, 1, {})
+        result = await execute([_quiet_target("whatsapp")], ctx, output)
+    rows = [row for row in _lines(result.records_path) if row["check"] == "call_flow"]
+    by_profile: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_profile.setdefault(row["details"]["profile"], []).append(row)
+    assert sorted(by_profile) == ["video", "voice"]
+    for profile, interval_ms in (("voice", 60), ("video", 20)):
+        flows = by_profile[profile]
+        assert sorted(row["details"]["flow"] for row in flows) == [
+            "call",
+            "call_neutral_port",
+            "control",
+        ]
+        assert {row["details"]["interval_ms"] for row in flows} == {interval_ms}
+        assert all(row["failure"] is None for row in flows)
+    # One transaction for the app's whole call test, voice before video.
+    assert len({row["transaction_id"] for row in rows}) == 1
+    assert [row["details"]["profile"] for row in rows][:3] == ["voice"] * 3
+    streams = [row for row in _lines(result.records_path) if row["check"] == "sni_stream"]
+    assert len(streams) == 2  # once per app, after every profile
+
+
 async def test_a_run_without_a_reflector_plans_no_call_flow_and_says_so_once(
     tmp_path: Path,
 ) -> None:
@@ -510,6 +546,7 @@ _SAFE = ["run", "--allow-net", "127.0.0.1/32", "--no-doh", "--deadline", "1"]
         (["--reflector", "192.0.2.7"], "needs the shared secret"),
         (["--reflector", "192.0.2.7", "--call-duration", "0.5"], "--call-duration"),
         (["--reflector", "192.0.2.7", "--call-duration", "61"], "--call-duration"),
+        (["--reflector", "192.0.2.7", "--call-profile", "screen"], "--call-profile"),
     ],
 )
 def test_reflector_options_are_checked_before_anything_runs(
@@ -559,5 +596,19 @@ def test_the_secret_file_holds_hex_or_raw_bytes(
 def test_run_help_names_the_reflector_options() -> None:
     result = CliRunner().invoke(cli, ["run", "--help"])
     assert result.exit_code == 0
-    for option in ("--reflector", "--reflector-secret-file", "--call-duration"):
+    for option in ("--reflector", "--reflector-secret-file", "--call-duration", "--call-profile"):
         assert option in result.output
+
+
+def test_call_profiles_are_recorded_once_each_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deadline (1 s) is shorter than any call test, so nothing is sent to the reflector.
+    monkeypatch.setenv("RINGPROBE_REFLECTOR_SECRET", SECRET.hex())
+    args = ["--reflector", LOOPBACK, "--out", str(tmp_path)]
+    args += ["--call-profile", "video", "--call-profile", "voice", "--call-profile", "video"]
+    result = CliRunner().invoke(cli, [*_SAFE, *args])
+    assert result.exit_code in (0, 1), result.output
+    (manifest,) = tmp_path.glob("*.manifest.json")
+    settings = json.loads(manifest.read_text())["settings"]
+    assert settings["call_profiles"] == ["video", "voice"]
