@@ -5,6 +5,7 @@
     table = analysis.verdicts(df, baseline=analysis.load("baseline/"))
     for line in analysis.explain(table):
         print(line)
+    shares = analysis.aggregate(table, by=["app", "asn", "day"])  # share of runs per verdict
 
 Verdicts are pure functions of the records and live only here: the probe's own closing summary
 calls this package, never a copy of its rules.
@@ -15,13 +16,16 @@ from analysis.errors import AnalysisError, LoadError, LoadWarning, SchemaVersion
 from analysis.load import concat, load
 from analysis.ooni import load_ooni, ooni_verdicts
 from analysis.rules import LAYERS, MECHANISMS, RULES, VERDICTS, Rule
+from analysis.shares import CALL_VERDICTS, MIN_RUNS, aggregate, wilson
 from analysis.summary import explain
 from analysis.verdicts import target_status, verdicts
 
 __all__ = [
+    "CALL_VERDICTS",
     "COLUMNS",
     "LAYERS",
     "MECHANISMS",
+    "MIN_RUNS",
     "RULES",
     "VERDICTS",
     "AnalysisError",
@@ -29,6 +33,7 @@ __all__ = [
     "LoadWarning",
     "Rule",
     "SchemaVersionError",
+    "aggregate",
     "concat",
     "explain",
     "load",
@@ -36,4 +41,5 @@ __all__ = [
     "ooni_verdicts",
     "target_status",
     "verdicts",
+    "wilson",
 ]

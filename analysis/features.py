@@ -997,6 +997,7 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     **{name: meaning for name, (_dtype, meaning) in CALLFLOW_COLUMNS.items()},
     "probe_cc": "country of the run",
     "probe_asn": "network of the run",
+    "probe_network_type": "wifi, mobile, wired or unknown, as the volunteer said",
     "vantage": "volunteer, baseline, lab or ooni",
     "start_time": "earliest start of the run's records",
 }
@@ -1142,7 +1143,7 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
     )
     meta = {
         name: _per_run_min_string(run_all, n_runs, df[name])[a_run]
-        for name in ("probe_cc", "probe_asn", "vantage")
+        for name in ("probe_cc", "probe_asn", "probe_network_type", "vantage")
     }
 
     with np.errstate(invalid="ignore", divide="ignore"):

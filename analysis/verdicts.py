@@ -90,6 +90,7 @@ VERDICT_COLUMNS: Final[dict[str, str]] = {
     **{name: dtype for name, (dtype, _meaning) in CALLFLOW_COLUMNS.items()},
     "probe_cc": "string",
     "probe_asn": "string",
+    "probe_network_type": "string",
     "vantage": "string",
     "start_time": "datetime64[ns, UTC]",
 }
@@ -153,10 +154,11 @@ def verdicts(
     rules: Sequence[Rule] = RULES,
 ) -> pd.DataFrame:
     """One row per (run, app) in ``df``: verdict, layer, mechanism, rule, evidence, the figures
-    (VERDICT_COLUMNS) and the run's probe_cc, probe_asn, vantage and start_time (its earliest
-    record). Rows are sorted by run start, run id, then app (whatsapp, telegram, signal,
-    control, others). ``baseline``: records from uncensored vantage points (see the module
-    docstring). ``rules``: the rule list, RULES unless a researcher tries their own.
+    (VERDICT_COLUMNS) and the run's probe_cc, probe_asn, probe_network_type, vantage and
+    start_time (its earliest record). Rows are sorted by run start, run id, then app (whatsapp,
+    telegram, signal, control, others). ``baseline``: records from uncensored vantage points
+    (see the module docstring). ``rules``: the rule list, RULES unless a researcher tries their
+    own.
     """
     if df.empty:
         return _typed(pd.DataFrame({name: [] for name in VERDICT_COLUMNS}), rules)
