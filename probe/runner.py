@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
@@ -186,8 +186,8 @@ class RunResult:
         os.replace(tmp, self.manifest_path)
 
 
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _utc_now(offset: timedelta = timedelta(0)) -> str:
+    return (datetime.now(UTC) + offset).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def output_paths(out_dir: Path, run_id: str) -> tuple[Path, Path]:
@@ -511,10 +511,11 @@ class RunOutput:
             run_id=ctx.run_id,
             records_path=records_path,
             manifest_path=manifest_path,
-            started=_utc_now(),
+            started=_utc_now(ctx.clock_offset),
             targets=targets,
             settings=dict(settings),
         )
+        self._clock_offset = ctx.clock_offset
         self.result.write_manifest()
         self.writer = RecordWriter(records_path, ctx.scrubber)
 
@@ -524,7 +525,7 @@ class RunOutput:
         result.status = status
         result.records = self.writer.count
         result.failures = self.writer.failures
-        result.ended = _utc_now()
+        result.ended = _utc_now(self._clock_offset)
         result.write_manifest()
         return result
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from probe import __version__
@@ -55,6 +55,9 @@ class CheckContext:
     call_duration: float = 10.0
     """Seconds each call-shaped flow sends for (probe.checks.call_flow.DEFAULT_DURATION; a test
     keeps the two equal)."""
+    clock_offset: timedelta = timedelta(0)
+    """Added to every wall-clock time the run writes (records' start_time, the manifest's
+    started/ended): non-zero only for lab runs dated to a simulated day (``--lab-date``)."""
     call_profiles: tuple[str, ...] = ("voice",)
     """The call-flow profiles each app's call test runs, in order (probe.checks.call_flow
     PROFILES: voice, video)."""
@@ -125,7 +128,9 @@ class Step:
         return Record(
             measurement_id=new_id(),
             run_id=self.ctx.run_id,
-            start_time=self._started_wall.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            start_time=(self._started_wall + self.ctx.clock_offset).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            ),
             runtime=round(end - self._started, 6),
             t0=round(self._started - self.ctx.run_start, 6),
             probe=self.ctx.probe,

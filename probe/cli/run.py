@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,13 @@ MIN_SECRET_BYTES = 16
     show_default=True,
     help="What kind of network this is (baseline: a scheduled run from an uncensored one).",
 )
+@click.option(
+    "--lab-date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="Lab runs only (--vantage lab): date the run's records to this day, time of day kept, "
+    "to build time series from the lab (measurements/samples).",
+)
 @click.option("--cc", default="ZZ", show_default=True, help="Country code to record.")
 @click.option(
     "--asn", default="AS0", show_default=True, help="Network (ASN) to record, e.g. AS12389."
@@ -163,6 +171,7 @@ def command(**options: Any) -> None:
         "reflector": ctx.reflector,
         "call_duration": ctx.call_duration if ctx.reflector else None,
         "call_profiles": list(ctx.call_profiles) if ctx.reflector else None,
+        "lab_date": options["lab_date"].date().isoformat() if options.get("lab_date") else None,
     }
     try:
         output = RunOutput(options["out_dir"], ctx, len(catalog), settings)
@@ -209,6 +218,7 @@ def _context(options: dict[str, Any]) -> CheckContext:
         parse_resolver(resolver)  # validates; the check parses again when it runs
     doh_url = None if options["no_doh"] else parse_doh_url(options["doh_url"])
     reflector, secret = _reflector(options)
+    clock_offset = _lab_offset(options)
     return CheckContext(
         probe=ProbeMeta(
             cc=cc, asn=asn, network_type=options["network_type"], vantage=options["vantage"]
@@ -224,7 +234,21 @@ def _context(options: dict[str, Any]) -> CheckContext:
         call_duration=options["call_duration"],
         # Each profile once, in the order given.
         call_profiles=tuple(dict.fromkeys(options["call_profiles"])),
+        clock_offset=clock_offset,
     )
+
+
+def _lab_offset(options: dict[str, Any]) -> timedelta:
+    """Whole days from today (UTC) to --lab-date; refused outside the lab, so a volunteer's or a
+    baseline's records always carry the real time."""
+    day = options.get("lab_date")
+    if day is None:
+        return timedelta(0)
+    if options["vantage"] != "lab":
+        raise click.BadParameter(
+            "dates records to a simulated day: only with --vantage lab", param_hint="--lab-date"
+        )
+    return timedelta(days=(day.date() - datetime.now(UTC).date()).days)
 
 
 def _reflector(options: dict[str, Any]) -> tuple[str | None, bytes | None]:

@@ -73,6 +73,7 @@ BUILTIN: Final = (
     "calls-cut-after-n",
     "calls-stun-cookie-drop",
     "calls-police-half",
+    "calls-tg-reflector-ports",
 )
 """The built-in scenarios (``probe/lab/scenarios/<name>.toml``), in the order the demo runs them."""
 
@@ -676,13 +677,16 @@ def run_scenario(
     keep_records: Path | None = None,
     timeout: float = CHECK_TIMEOUT,
     deadline: float = RUN_DEADLINE,
+    probe_args: Sequence[str] = (),
 ) -> ScenarioResult:
     """Apply the scenario to a lab that is up, run the probe in its client namespace, restore
-    the tspu, and judge the run's records. One scenario at a time per lab (a lock file)."""
+    the tspu, and judge the run's records. One scenario at a time per lab (a lock file).
+    ``probe_args``: more ``ringprobe run`` options, e.g. the metadata a sample data set spreads
+    its runs over (``--asn``, ``--cc``, ``--network-type``, ``--lab-date``)."""
     started = time.monotonic()
     if not lab.catalog_path.exists():
         raise LabError(f"lab {lab.name!r} is not up; run 'ringprobe lab up' first")
-    options = ["--timeout", f"{timeout:g}", "--json"]
+    options = ["--timeout", f"{timeout:g}", "--json", *probe_args]
     if scenario.call_flows:
         options += lab.call_flow_args(scenario.call_duration)
         deadline = max(deadline, call_deadline(scenario.call_duration))

@@ -78,6 +78,8 @@ def test_help_does_not_import_heavy_modules() -> None:
         (["run", "--doh-url", "http://192.0.2.1/dns-query"], "https"),
         (["run", "--apps", "skype"], "skype"),
         (["run", "--ca-file", "/nonexistent/ca.pem"], "ca-file"),
+        (["run", "--lab-date", "2026-08-01"], "only with --vantage lab"),
+        (["run", "--vantage", "lab", "--lab-date", "August"], "--lab-date"),
         (["targets", "--apps", "icq"], "icq"),
         (["targets", "--targets", "/nonexistent/catalog.toml"], "catalog.toml"),
         (["frobnicate"], "No such command"),
@@ -164,6 +166,36 @@ def test_run_json_summary_on_loopback(tmp_path: Path) -> None:
     rows = [assert_valid(line) for line in Path(summary["records_path"]).read_text().splitlines()]
     assert {row["probe"]["asn"] for row in rows} == {"AS64496"}
     assert {row["probe"]["vantage"] for row in rows} == {"lab"}
+
+
+def test_lab_date_dates_a_lab_runs_records_and_manifest(tmp_path: Path) -> None:
+    import socket
+
+    from tests.recordcheck import assert_valid
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    catalog = tmp_path / "cat.toml"
+    catalog.write_text(
+        '[defaults]\napp = "control"\nrole = "control"\ntransport = "tcp"\nexpect = "tcp"\n'
+        'source = "test"\ndate = "2026-11-28"\naddress = "127.0.0.1"\n\n'
+        f'[[target]]\nid = "refused"\nport = {port}\n'
+    )
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--targets", str(catalog), "--out", str(tmp_path / "out"), "--no-doh",
+         "--timeout", "2", "--vantage", "lab", "--lab-date", "2025-08-13", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    rows = [assert_valid(line) for line in Path(summary["records_path"]).read_text().splitlines()]
+    assert rows
+    assert {row["start_time"][:10] for row in rows} == {"2025-08-13"}
+    manifest = json.loads(Path(summary["manifest_path"]).read_text())
+    assert manifest["started"].startswith("2025-08-13")
+    assert manifest["settings"]["lab_date"] == "2025-08-13"
 
 
 def test_run_summary_comes_from_analysis(tmp_path: Path) -> None:
