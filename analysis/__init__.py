@@ -6,14 +6,17 @@
     for line in analysis.explain(table):
         print(line)
     shares = analysis.aggregate(table, by=["app", "asn", "day"])  # share of runs per verdict
+    changes = analysis.onsets(table, by=["app", "asn"])  # onsets and ends of call restrictions
 
 Verdicts are pure functions of the records and live only here: the probe's own closing summary
 calls this package, never a copy of its rules.
 """
 
 from analysis.columns import COLUMNS
+from analysis.differential import DIFFERENTIAL_COLUMNS, differential
 from analysis.errors import AnalysisError, LoadError, LoadWarning, SchemaVersionError
 from analysis.load import concat, load
+from analysis.onset import ONSET_COLUMNS, onsets
 from analysis.ooni import load_ooni, ooni_verdicts
 from analysis.rules import LAYERS, MECHANISMS, RULES, VERDICTS, Rule
 from analysis.shares import CALL_VERDICTS, MIN_RUNS, aggregate, wilson
@@ -23,9 +26,11 @@ from analysis.verdicts import target_status, verdicts
 __all__ = [
     "CALL_VERDICTS",
     "COLUMNS",
+    "DIFFERENTIAL_COLUMNS",
     "LAYERS",
     "MECHANISMS",
     "MIN_RUNS",
+    "ONSET_COLUMNS",
     "RULES",
     "VERDICTS",
     "AnalysisError",
@@ -35,9 +40,11 @@ __all__ = [
     "SchemaVersionError",
     "aggregate",
     "concat",
+    "differential",
     "explain",
     "load",
     "load_ooni",
+    "onsets",
     "ooni_verdicts",
     "target_status",
     "verdicts",

@@ -33,14 +33,18 @@ def test_analysis_exports() -> None:
     }  # fmt: skip
 
 
-# `analysis.load` and `analysis.verdicts` are the documented functions; their modules stay
-# reachable through `import analysis.load` / sys.modules, on purpose.
-API_FUNCTIONS = {"load", "verdicts"}
+# `analysis.load`, `analysis.verdicts` and `analysis.differential` are the documented functions;
+# their modules stay reachable through `import analysis.load` / sys.modules, on purpose.
+API_FUNCTIONS = {"load", "verdicts", "differential"}
 
 
 @pytest.mark.parametrize(
-    "module", ["columns", "errors", "features", "load", "ooni", "rules", "summary", "verdicts"]
-)
+    "module",
+    [
+        "columns", "differential", "errors", "features", "load", "onset", "ooni", "rules",
+        "shares", "summary", "verdicts",
+    ],
+)  # fmt: skip
 def test_submodules_are_not_shadowed(module: str) -> None:
     imported = importlib.import_module(f"analysis.{module}")
     attribute = getattr(analysis, module)
