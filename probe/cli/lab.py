@@ -211,6 +211,8 @@ def list_command(as_json: bool) -> None:
                 "name": s.name,
                 "summary": s.summary,
                 "path": str(builtin_path(s.name)),
+                "call_flows": s.call_flows,
+                "call_duration": s.call_duration if s.call_flows else None,
                 "expect": {e.app: e.to_dict() for e in s.expect},
             }
             for s in scenarios

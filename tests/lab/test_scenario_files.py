@@ -419,6 +419,14 @@ def test_lab_list_names_every_builtin_with_its_summary() -> None:
     listed = json.loads(CliRunner().invoke(cli, ["lab", "list", "--json"]).output)
     assert [row["name"] for row in listed] == list(sc.BUILTIN)
     assert listed[1]["expect"]["telegram"]["mechanism"] == "ip_drop"
+    by_name = {row["name"]: row for row in listed}
+    assert (by_name["open-network"]["call_flows"], by_name["open-network"]["call_duration"]) == (
+        False,
+        None,
+    )
+    flows = by_name["calls-open-reflector"]
+    assert flows["call_flows"] is True
+    assert flows["call_duration"] == sc.load_builtin("calls-open-reflector").call_duration
 
 
 def test_lab_run_refuses_a_bad_file_before_touching_any_lab(tmp_path: Path) -> None:
