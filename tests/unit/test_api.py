@@ -41,8 +41,8 @@ API_FUNCTIONS = {"load", "verdicts", "differential"}
 @pytest.mark.parametrize(
     "module",
     [
-        "columns", "differential", "errors", "features", "load", "onset", "ooni", "rules",
-        "shares", "summary", "verdicts",
+        "columns", "differential", "errors", "features", "load", "onset", "ooni", "parquet",
+        "rules", "shares", "summary", "verdicts",
     ],
 )  # fmt: skip
 def test_submodules_are_not_shadowed(module: str) -> None:
