@@ -104,13 +104,26 @@ def _child_convert(records: Path, parquet: Path, out: Path, args: dict[str, Any]
 
 
 def _child_pandas(records: Path, parquet: Path, out: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """load (JSON Lines) + verdicts + aggregate with pandas."""
+    return _pandas_path(records, out, parquet_input=False)
+
+
+def _child_pandas_parquet(
+    records: Path, parquet: Path, out: Path, args: dict[str, Any]
+) -> dict[str, Any]:
+    """load_parquet + verdicts + aggregate with pandas."""
+    return _pandas_path(parquet, out, parquet_input=True)
+
+
+def _pandas_path(source: Path, out: Path, *, parquet_input: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     from analysis.load import load
+    from analysis.parquet import load_parquet
     from analysis.shares import aggregate
     from analysis.verdicts import verdicts
 
     t1 = time.perf_counter()
-    df = load(records)
+    df = load_parquet(source) if parquet_input else load(source)
     t2 = time.perf_counter()
     table = verdicts(df)
     t3 = time.perf_counter()
@@ -127,33 +140,6 @@ def _child_pandas(records: Path, parquet: Path, out: Path, args: dict[str, Any])
         "records": len(df),
         "rows": len(table),
         "groups": len(shares),
-        "peak": peak,
-    }
-
-
-def _child_pandas_parquet(
-    records: Path, parquet: Path, out: Path, args: dict[str, Any]
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    from analysis.parquet import load_parquet
-    from analysis.shares import aggregate
-    from analysis.verdicts import verdicts
-
-    t1 = time.perf_counter()
-    df = load_parquet(parquet)
-    t2 = time.perf_counter()
-    table = verdicts(df)
-    t3 = time.perf_counter()
-    aggregate(table, by=BY)
-    t4 = time.perf_counter()
-    peak = _peak_rss_bytes()
-    table.to_parquet(out)
-    return {
-        "import": t1 - t0,
-        "load": t2 - t1,
-        "verdicts": t3 - t2,
-        "total": t4 - t1,
-        "records": len(df),
         "peak": peak,
     }
 

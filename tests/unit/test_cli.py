@@ -126,6 +126,27 @@ def test_targets_json_and_app_filter() -> None:
     assert {row["app"] for row in rows} == {"telegram"}
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port: int = closed.getsockname()[1]
+    return port
+
+
+def _loopback_catalog(tmp_path: Path, ports: dict[str, int]) -> Path:
+    """A catalog of TCP control targets on loopback, one per (id, port)."""
+    catalog = tmp_path / "cat.toml"
+    catalog.write_text(
+        '[defaults]\napp = "control"\nrole = "control"\ntransport = "tcp"\nexpect = "tcp"\n'
+        'source = "test"\ndate = "2026-11-28"\naddress = "127.0.0.1"\n\n'
+        + "".join(f'[[target]]\nid = "{tid}"\nport = {port}\n\n' for tid, port in ports.items())
+    )
+    return catalog
+
+
 def test_run_json_summary_on_loopback(tmp_path: Path) -> None:
     """A whole `ringprobe run` through the CLI: stdout is only the JSON summary (no progress bar
     off a terminal), records land in --out and validate."""
@@ -136,16 +157,8 @@ def test_run_json_summary_on_loopback(tmp_path: Path) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    refused_port = closed.getsockname()[1]
-    closed.close()
-    catalog = tmp_path / "cat.toml"
-    catalog.write_text(
-        '[defaults]\napp = "control"\nrole = "control"\ntransport = "tcp"\nexpect = "tcp"\n'
-        'source = "test"\ndate = "2026-11-28"\naddress = "127.0.0.1"\n\n'
-        f'[[target]]\nid = "open"\nport = {listener.getsockname()[1]}\n\n'
-        f'[[target]]\nid = "refused"\nport = {refused_port}\n'
+    catalog = _loopback_catalog(
+        tmp_path, {"open": listener.getsockname()[1], "refused": _closed_port()}
     )
     try:
         result = CliRunner().invoke(
@@ -169,20 +182,9 @@ def test_run_json_summary_on_loopback(tmp_path: Path) -> None:
 
 
 def test_lab_date_dates_a_lab_runs_records_and_manifest(tmp_path: Path) -> None:
-    import socket
-
     from tests.recordcheck import assert_valid
 
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
-    catalog = tmp_path / "cat.toml"
-    catalog.write_text(
-        '[defaults]\napp = "control"\nrole = "control"\ntransport = "tcp"\nexpect = "tcp"\n'
-        'source = "test"\ndate = "2026-11-28"\naddress = "127.0.0.1"\n\n'
-        f'[[target]]\nid = "refused"\nport = {port}\n'
-    )
+    catalog = _loopback_catalog(tmp_path, {"refused": _closed_port()})
     result = CliRunner().invoke(
         cli,
         ["run", "--targets", str(catalog), "--out", str(tmp_path / "out"), "--no-doh",
