@@ -170,6 +170,12 @@ def echo_rate_bps(flow: Flow) -> np.ndarray:
     return rate
 
 
+def mean_echo_rate(flow: Flow) -> float:
+    """The echoed bit rate averaged over the bins with a send (NaN: nothing sent)."""
+    rates = echo_rate_bps(flow)
+    return float(rates.mean()) if rates.size else np.nan
+
+
 def delivery(flow: Flow) -> float:
     """Echoed datagrams / sent datagrams over the whole flow (NaN: nothing sent)."""
     sent = float(flow.sent.sum())
@@ -367,6 +373,8 @@ def summarize(
     return {
         "call_delivery": delivery(call),
         "control_delivery": delivery(control),
+        "call_rate_bps": mean_echo_rate(call),
+        "control_rate_bps": mean_echo_rate(control),
         "neutral_delivery": delivery(neutral) if neutral is not None else np.nan,
         "call_area": area(control_bins, call_bins),
         "call_p": p,
@@ -388,6 +396,8 @@ def summarize(
 SUMMARY_KEYS: Final = (
     "call_delivery",
     "control_delivery",
+    "call_rate_bps",
+    "control_rate_bps",
     "neutral_delivery",
     "call_area",
     "call_p",
@@ -431,6 +441,7 @@ __all__ = [
     "last_send_s",
     "loss_bursts",
     "mann_whitney",
+    "mean_echo_rate",
     "opening_lost",
     "path_loss",
     "policing",

@@ -36,6 +36,8 @@ FIGURES: Final[dict[str, str]] = {
     "control_loss": "control flow: 1 - control_delivery",
     "delivery_gap": "control_delivery - call_delivery of the same run: > 0 when the call flow "
     "lost more than its control",
+    "call_rate_bps": "call flow: echoed bit/s, averaged over the bins it sent in",
+    "control_rate_bps": "control flow: the same",
     "call_area": "Wehe's area, (mean control - mean call) / max of the two, per-bin delivery",
     "call_cut_s": "seconds from the call flow's start to its last echo, over the cut runs only",
 }
@@ -87,6 +89,8 @@ def differential(table: pd.DataFrame, by: Sequence[str] = ("app", "asn")) -> pd.
         "call_loss": 1.0 - call,
         "control_loss": 1.0 - control,
         "delivery_gap": control - call,
+        "call_rate_bps": _floats(tested["call_rate_bps"]),
+        "control_rate_bps": _floats(tested["control_rate_bps"]),
         "call_area": area,
         "call_cut_s": cut,
     }

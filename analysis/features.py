@@ -826,6 +826,11 @@ CALLFLOW_COLUMNS: Final[dict[str, tuple[str, str]]] = {
     ),
     "call_delivery": ("float64", "call flow: echoed / sent datagrams"),
     "control_delivery": ("float64", "its control flow (random bytes, same sizes and times)"),
+    "call_rate_bps": (
+        "float64",
+        "call flow: echoed bit/s, averaged over the 0.25 s bins it sent in",
+    ),
+    "control_rate_bps": ("float64", "the same for its control"),
     "neutral_delivery": ("float64", "the call framing on the neutral port (NA: not run)"),
     "call_area": (
         "float64",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.differential import DIFFERENTIAL_COLUMNS, FIGURES, QUANTILES, differential
+from tests.recordsets import CallTest, FlowFate, run_records
+from tests.unit.test_verdicts import judge
 
 NA = np.nan
 
@@ -19,12 +23,22 @@ def _table(rows: list[dict[str, object]]) -> pd.DataFrame:
         "callflow_tests": 1,
         "call_delivery": NA,
         "control_delivery": NA,
+        "call_rate_bps": NA,
+        "control_rate_bps": NA,
         "call_area": NA,
         "call_p": NA,
         "call_cut_s": NA,
     }
     frame = pd.DataFrame([{**defaults, **row} for row in rows], columns=list(defaults))
     return frame.astype({"callflow_tests": "int64"})
+
+
+def test_rates_of_a_policed_call_beside_its_control(tmp_path: Path) -> None:
+    # Real verdicts: a call at half rate against an open control, the figures from the bins.
+    table = judge(tmp_path, run_records(calls={"whatsapp": CallTest(call=FlowFate(rate=0.5))}))
+    out = differential(table, by=["app"]).set_index("app").loc["whatsapp"]
+    assert out["call_rate_bps_median"] == pytest.approx(out["control_rate_bps_median"] / 2, rel=0.1)
+    assert out["control_rate_bps_median"] > 10_000  # voice: ~130 bytes per 60 ms, ~17 kbit/s
 
 
 def test_quantiles_of_call_and_control_delivery() -> None:
