@@ -37,6 +37,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis import plots
+from analysis.differential import differential
+from analysis.onset import onsets
 from analysis.shares import CALL_VERDICTS, MIN_RUNS, NOT_ENOUGH, aggregate
 
 INDEX: Final = "index.html"
@@ -113,7 +115,9 @@ def write_report(
     output), and return its path.
 
     Tables: the shares of verdicts grouped by ``by`` (``analysis.aggregate`` keys), then by app
-    alone, then the restricted-call verdicts collapsed per app. Figures: verdict shares over time,
+    alone, then the restricted-call verdicts collapsed per app, the onsets and ends of restricted
+    calls per app and ASN (``analysis.onsets``) and, when the table has call tests, call flows
+    against their controls (``analysis.differential``). Figures: verdict shares over time,
     the ASN x day heat map of CALL_VERDICTS, the time to cut, and, with ``records`` (the loaded
     records the table came from), call-flow timelines of a few runs with a call verdict.
     Groups with fewer than ``min_runs`` runs show counts only. Creates ``directory``; raises
@@ -170,6 +174,25 @@ def _tables(
             aggregate(table, by=["app"], collapse={"calls": CALL_VERDICTS}, min_runs=min_runs),
         )
     )
+    out.append(
+        (
+            "Onsets and ends of restricted calls, by app and ASN",
+            "Change points in the daily share of restricted-call verdicts (analysis.onsets: "
+            "binomial likelihood ratio, Bonferroni over the candidate days, p < 0.001, at least 3 "
+            f"days each side, days with fewer than {min_runs} runs skipped); none found: no rows.",
+            onsets(table, by=["app", "asn"], min_runs_per_day=min_runs),
+        )
+    )
+    tested = table["callflow_tests"].fillna(0) > 0 if "callflow_tests" in table else None
+    if tested is not None and bool(tested.any()):
+        out.append(
+            (
+                "Call flows against their controls, by app and ASN",
+                "Spread over the runs with a call test (analysis.differential): delivery, loss "
+                "and echoed rate of the call-shaped flow and of its random-bytes control.",
+                differential(table, by=["app", "asn"]),
+            )
+        )
     return out
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis.differential import DIFFERENTIAL_COLUMNS, differential
 from analysis.load import load
+from analysis.onset import ONSET_COLUMNS, onsets
 from analysis.report import INDEX, REPORT_MARKER, is_previous_report, write_report
 from analysis.shares import AGGREGATE_COLUMNS, CALL_VERDICTS, NOT_ENOUGH, aggregate
 from analysis.verdicts import verdicts
@@ -115,13 +117,19 @@ def test_report_holds_the_tables_and_the_figures(
     assert [p.name for p in path.parent.iterdir()] == [INDEX]  # nothing else left behind
     page = parse(path)
     assert {"name": "generator", "content": "ringprobe analysis.report"} in page.metas
-    assert len(page.tables) == 3
+    assert len(page.tables) == 5
     assert_table_is(page.tables[0], aggregate(table, by=["app", "day"]))
     assert page.tables[0]["header"] == ["app", "day", *AGGREGATE_COLUMNS]
     assert page.tables[0]["rows"][0][:2] == ["control", "2026-11-28"]  # groups sorted
     assert_table_is(page.tables[1], aggregate(table, by=["app"]))
     calls = aggregate(table, by=["app"], collapse={"calls": CALL_VERDICTS})
     assert_table_is(page.tables[2], calls)
+    changes = onsets(table, by=["app", "asn"])
+    assert page.tables[3]["header"] == ["app", "asn", *ONSET_COLUMNS]
+    assert len(page.tables[3]["rows"]) == len(changes)
+    spread = differential(table, by=["app", "asn"])
+    assert page.tables[4]["header"] == ["app", "asn", *DIFFERENTIAL_COLUMNS]
+    assert [row[:2] for row in page.tables[4]["rows"]] == spread[["app", "asn"]].values.tolist()
     # Shares over time, heat map, time to cut, and one timeline: the latest calls_cut run.
     assert len(page.images) == 4
     for src in page.images:
@@ -145,7 +153,7 @@ def test_by_keys_and_no_records(tmp_path: Path, loaded: tuple[pd.DataFrame, pd.D
     assert page.tables[0]["header"][:2] == ["asn", "week"]
     assert len(page.images) == 3  # without records, no timelines
     only_app = parse(write_report(table, tmp_path / "apps", by=["app"]))
-    assert len(only_app.tables) == 2  # by app once, not twice
+    assert len(only_app.tables) == 4  # by app once, not twice; then onsets, call flows
 
 
 def test_every_value_is_escaped(tmp_path: Path) -> None:
@@ -165,7 +173,7 @@ def test_every_value_is_escaped(tmp_path: Path) -> None:
 
 def test_an_empty_table_still_gives_a_report(tmp_path: Path) -> None:
     page = parse(write_report(synthetic([]), tmp_path))
-    assert [t["rows"] for t in page.tables] == [[], [], []]
+    assert [t["rows"] for t in page.tables] == [[], [], [], []]  # no call tests: no flows
     assert len(page.images) == 3
 
 
