@@ -173,8 +173,9 @@ def write_metadata(
 ) -> None:
     header = [
         f"ringprobe sample data set {name!r}: records of real probe runs in the ringprobe lab.",
-        f"Made by: .venv/bin/python measurements/samples/make_samples.py --only {name} "
-        f"--runs {runs}",
+        "Made by: .venv/bin/python measurements/samples/make_samples.py "
+        + " ".join(sys.argv[1:])
+        + f" ({runs} runs per cell)",
         f"Commit: {made_with}",
         f"Made on: {date.today().isoformat()} (the records' dates are the simulated days below)",
         f"Records: {lines} in records.jsonl.gz ({len(cells) * runs} runs)",
