@@ -136,6 +136,8 @@ def write_report(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(document)
+        # mkstemp makes the file private (0600); a report is for reading and sharing.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, index)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

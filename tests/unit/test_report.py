@@ -115,6 +115,7 @@ def test_report_holds_the_tables_and_the_figures(
     path = write_report(table, tmp_path / "out" / "report", records=records)
     assert path == tmp_path / "out" / "report" / INDEX
     assert [p.name for p in path.parent.iterdir()] == [INDEX]  # nothing else left behind
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by whoever it is shared with
     page = parse(path)
     assert {"name": "generator", "content": "ringprobe analysis.report"} in page.metas
     assert len(page.tables) == 5
