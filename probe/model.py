@@ -111,6 +111,9 @@ class Failure:
     # ringprobe's own: the peer ended the QUIC connection with a CONNECTION_CLOSE (RFC 9000 §19.19)
     # that no OONI string names; the record's details say its code and reason (probe.checks.quic).
     QUIC_CONNECTION_CLOSED = "quic_connection_closed"
+    # ringprobe's own (probe.checks.trace): a trace hears routers' ICMP errors on a raw socket,
+    # which needs root or CAP_NET_RAW; without it nothing was sent.
+    RAW_SOCKET_NOT_PERMITTED = "raw_socket_not_permitted"
     # ringprobe's own: the allow-list refused the address, so nothing was sent.
     ADDRESS_NOT_ALLOWED = "address_not_allowed"
     # ringprobe's own: the run's deadline or an interruption ended the check before it finished.

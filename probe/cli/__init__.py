@@ -19,6 +19,7 @@ from probe.cli import lab as lab_cmd
 from probe.cli import reflector as reflector_cmd
 from probe.cli import run as run_cmd
 from probe.cli import targets as targets_cmd
+from probe.cli import trace as trace_cmd
 from probe.errors import RingprobeError
 
 EXIT_USAGE = 2
@@ -78,7 +79,7 @@ def cli() -> None:
 
     `ringprobe run` measures (results go to ./ringprobe-results as JSON Lines);
     `ringprobe analyze` turns records into verdicts; `ringprobe targets` shows what a run
-    would contact.
+    would contact; `ringprobe trace` finds the hop where a trigger meets interference.
     """
 
 
@@ -87,6 +88,7 @@ cli.add_command(analyze_cmd.command)
 cli.add_command(targets_cmd.command)
 cli.add_command(lab_cmd.command)
 cli.add_command(reflector_cmd.command)
+cli.add_command(trace_cmd.command)
 
 
 def main() -> None:

@@ -1,0 +1,216 @@
+"""The trace check localizes the lab's censor: with a built-in scenario's rules in the tspu
+(hop 2), each trigger meets its interference at TTL 3, after hop 2 (198.51.100.5, or its IPv6
+twin), while its control reaches the border (hop 3) at the same TTL and is not localized:
+
+- calls-stun-cookie-drop (every UDP datagram with the STUN magic cookie dropped): the ``stun``
+  trigger (a Binding request) and the ``call`` trigger (WhatsApp's call opening, a STUN
+  Allocate), IPv4 and IPv6: ``drop``;
+- signal-sni-rst (a RST for ClientHellos naming signal.org): the ``tls`` trigger: ``rst``;
+- wa-prologue-rst (a RST for the WA prologue): the ``whatsapp`` trigger: ``rst``;
+- an open lab: the stun trigger reaches the STUN server at TTL 4, every router answering.
+
+Each trace runs in the client namespace (a child interpreter, as tests/lab/clientcheck.py runs
+checks), with an allow-list of the lab's ranges alone. Packet counts are asserted: one datagram
+per TTL for UDP, a bounded handful of segments per TTL for TCP, at most ``MAX_TTL`` TTLs. Every
+test restores the routers in ``finally``. Needs root (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import pytest
+
+from probe.checks import trace as tr
+from probe.lab import Lab, plan
+from probe.lab import scenario as sc
+
+pytestmark = pytest.mark.lab
+
+MAX_TTL: Final = 8
+WAIT: Final = 0.5
+CONNECT_TIMEOUT: Final = 3.0
+# TCP segments one probe may send: SYN, ACK, the payload and its retransmissions within WAIT
+# (RTO >= 200 ms: at most 2) plus GRACE, ACKs of the server's answer, the closing RST.
+TCP_PACKETS_PER_PROBE: Final = 9
+_SLACK: Final = 25.0
+
+_SCRIPT: Final = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from probe.allowlist import AllowList
+    from probe.checks.base import CheckContext
+    from probe.checks.trace import trace, transport_of
+    from probe.model import Target
+
+    spec = json.loads(sys.argv[1])
+    ctx = CheckContext(
+        allow=AllowList.from_sources(spec["ranges"], environ={}), timeout=spec["timeout"]
+    )
+    transport = transport_of(spec["trigger"])
+    target = Target(
+        id="lab-trace", app=spec["app"], role="relay" if transport == "udp" else "signaling",
+        port=spec["port"], transport=transport, expect="unknown", source="lab test",
+        date="2026-12-05", host=spec["host"],
+    )
+    pair = asyncio.run(trace(
+        ctx, target, spec["address"], 1, trigger=spec["trigger"], max_ttl=spec["max_ttl"],
+        wait=spec["wait"],
+    ))
+    print(json.dumps({"trigger": pair.trigger.to_dict(), "control": pair.control.to_dict()}))
+    """
+)
+
+
+@contextmanager
+def applied(lab: Lab, name: str | None) -> Iterator[None]:
+    """A built-in scenario's rules (None: none) for the block, restored whatever happens."""
+    if name is None:
+        sc.restore(lab)
+    else:
+        sc.apply_scenario(lab, sc.load_scenario_file(sc.builtin_path(name)))
+    try:
+        yield
+    finally:
+        sc.restore(lab)
+
+
+def run_trace(
+    lab: Lab, trigger: str, address: str, port: int, *, app: str, host: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Trace from the client namespace; both records, as dicts."""
+    spec = {
+        "trigger": trigger,
+        "address": address,
+        "port": port,
+        "app": app,
+        "host": host,
+        "timeout": CONNECT_TIMEOUT,
+        "max_ttl": MAX_TTL,
+        "wait": WAIT,
+        "ranges": list(plan.LAB_RANGES),
+    }
+    budget = tr.time_budget(MAX_TTL, WAIT, CONNECT_TIMEOUT)
+    done = lab.run_in(
+        "client", [sys.executable, "-c", _SCRIPT, json.dumps(spec)], timeout=budget + _SLACK
+    )
+    assert done.returncode == 0, done.stderr
+    records: dict[str, dict[str, Any]] = json.loads(done.stdout)
+    for record in records.values():
+        assert record["check"] == "trace"
+        assert record["failure"] is None, record
+    return records
+
+
+def _address(lab: Lab, label: str, version: int) -> str:
+    endpoint = lab.plan.endpoint(label)
+    address = endpoint.v4 if version == 4 else endpoint.v6
+    assert address is not None
+    return address
+
+
+def _routers(version: int) -> list[str]:
+    return [plan.hop_address(hop, version) for hop in (1, 2, 3)]
+
+
+def _assert_localized_at_hop_2(
+    records: dict[str, dict[str, Any]], mechanism: str, version: int
+) -> None:
+    """The trigger meets ``mechanism`` at TTL 3, after hop 2; its control reaches hop 3 there
+    and is not localized."""
+    isp, tspu, border = _routers(version)
+    trigger, control = records["trigger"]["details"], records["control"]["details"]
+    assert [h["hop"] for h in trigger["hops"][:2]] == [isp, tspu]
+    assert trigger["first_interfering_ttl"] == 3, trigger["hops"]
+    assert trigger["interference"] == mechanism
+    assert trigger["localized_hop"] == 2
+    assert trigger["localized_address"] == tspu
+    assert trigger["hops"][2]["interference"] == mechanism
+    assert [h["hop"] for h in control["hops"][:3]] == [isp, tspu, border]
+    assert [h["outcome"] for h in control["hops"][:3]] == ["time_exceeded"] * 3
+    assert control["first_interfering_ttl"] is None
+    assert control["localized_hop"] is None
+
+
+def _assert_udp_packets(records: dict[str, dict[str, Any]]) -> None:
+    for record in records.values():
+        details = record["details"]
+        assert details["ttls_traced"] <= MAX_TTL
+        assert len(details["hops"]) == details["ttls_traced"]
+        assert [h["packets"] for h in details["hops"]] == [1] * details["ttls_traced"]
+        assert details["packets_sent"] == details["ttls_traced"]
+
+
+def _assert_tcp_packets(records: dict[str, dict[str, Any]]) -> None:
+    for record in records.values():
+        details = record["details"]
+        assert details["ttls_traced"] <= MAX_TTL
+        assert all(3 <= h["packets"] <= TCP_PACKETS_PER_PROBE for h in details["hops"]), details
+        assert details["packets_sent"] <= details["ttls_traced"] * TCP_PACKETS_PER_PROBE
+
+
+def test_open_lab_stun_trace_reaches_the_server(lab: Lab) -> None:
+    with applied(lab, None):
+        records = run_trace(lab, "stun", _address(lab, "neutral-stun", 4), 3478, app="control")
+    trigger, control = records["trigger"]["details"], records["control"]["details"]
+    assert [h["hop"] for h in trigger["hops"][:3]] == _routers(4)
+    assert trigger["hops"][3]["outcome"] == "answered"
+    assert trigger["reached"] is True
+    assert trigger["destination_ttl"] == 4
+    assert trigger["ttls_traced"] == 4  # the answer ends the trace
+    assert trigger["first_interfering_ttl"] is None
+    assert control["first_interfering_ttl"] is None
+    assert control["hops"][3]["outcome"] == "silent"  # STUN ignores random bytes
+    _assert_udp_packets(records)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_stun_cookie_drop_is_localized_at_the_tspu(lab: Lab, version: int) -> None:
+    with applied(lab, "calls-stun-cookie-drop"):
+        records = run_trace(
+            lab, "stun", _address(lab, "neutral-stun", version), 3478, app="control"
+        )
+    _assert_localized_at_hop_2(records, "drop", version)
+    # the trigger is silent from TTL 3 on; the trace gives up after DEFAULT_STOP_AFTER_DARK TTLs
+    # with no router answering either probe
+    trigger = records["trigger"]["details"]
+    assert {h["outcome"] for h in trigger["hops"][2:]} == {"silent"}
+    assert trigger["ttls_traced"] == 3 + tr.DEFAULT_STOP_AFTER_DARK
+    _assert_udp_packets(records)
+
+
+def test_call_opening_is_localized_at_the_tspu(lab: Lab) -> None:
+    # The reflector's address: it ignores datagrams without its trailer, as a relay ignores
+    # a stranger's call.
+    with applied(lab, "calls-stun-cookie-drop"):
+        records = run_trace(lab, "call", _address(lab, "reflector", 4), 3478, app="whatsapp")
+    _assert_localized_at_hop_2(records, "drop", 4)
+    _assert_udp_packets(records)
+
+
+def test_sni_rst_is_localized_at_the_tspu(lab: Lab) -> None:
+    host = "chat.signal.org"
+    with applied(lab, "signal-sni-rst"):
+        records = run_trace(lab, "tls", _address(lab, host, 4), 443, app="signal", host=host)
+    _assert_localized_at_hop_2(records, "rst", 4)
+    trigger, control = records["trigger"]["details"], records["control"]["details"]
+    assert trigger["sni"] == host
+    assert control["sni"] == "example.org"
+    assert control["reached"] is True  # the neutral SNI gets its ServerHello at TTL 4
+    assert control["hops"][3]["outcome"] == "answered"
+    assert trigger["reached"] is False
+    _assert_tcp_packets(records)
+
+
+def test_whatsapp_prologue_rst_is_localized_at_the_tspu(lab: Lab) -> None:
+    with applied(lab, "wa-prologue-rst"):
+        records = run_trace(
+            lab, "whatsapp", _address(lab, "e1.whatsapp.net", 4), 443, app="whatsapp"
+        )
+    _assert_localized_at_hop_2(records, "rst", 4)
+    _assert_tcp_packets(records)
