@@ -29,8 +29,10 @@ NETNS_ETC: Final = Path("/etc/netns")
 # Bumped when what `up` builds changes, so an `up` after an upgrade rebuilds an older lab.
 # 2: large bodies on every path, 4 KiB TLS records, no GSO on veths; 3: Telegram DC and
 # WhatsApp chat emulators (probe.lab.emulators) in place of silent TCP listeners; 4: the ringprobe
-# reflector (call flows) on the reflector set's first address, with a secret made at up
-BUILD_VERSION: Final = 4
+# reflector (call flows) on the reflector set's first address, with a secret made at up; 5: the
+# border's ``table inet border`` (the same sets and empty chain forward as the tspu's), for
+# scenarios placed at hop 3
+BUILD_VERSION: Final = 5
 # Servers start in well under a second; this bounds a slow machine, not a normal start.
 READY_TIMEOUT: Final = 20.0
 # A single `ip`/`nft`/`sysctl` call takes milliseconds.
@@ -128,8 +130,8 @@ class Lab:
 
     @property
     def sets(self) -> dict[str, tuple[str, ...]]:
-        """nft set name in ``table inet tspu`` -> its addresses: ``<set>`` holds IPv4,
-        ``<set>6`` IPv6 (an nft set holds one family)."""
+        """nft set name in ``table inet tspu`` (and the border's ``table inet border``) -> its
+        addresses: ``<set>`` holds IPv4, ``<set>6`` IPv6 (an nft set holds one family)."""
         return self.plan.sets()
 
     @property
@@ -323,10 +325,12 @@ class Lab:
         save(self._state_path, state)
         lab_plan = self.plan
         topology.build(tools["ip"], tools["sysctl"], self.prefix, lab_plan, self._run)
-        nft_file = layout.conf / "tspu.nft"
-        nft_file.write_text(plan.render_nft(lab_plan))
-        tspu = self.namespace("tspu")
-        self._run([tools["ip"], "netns", "exec", tspu, tools["nft"], "-f", str(nft_file)])
+        for router in plan.PLACEMENTS:
+            # The same sets and empty chain in every router a scenario may place its rules in.
+            nft_file = layout.conf / f"{router}.nft"
+            nft_file.write_text(plan.render_nft(lab_plan, router))
+            namespace = self.namespace(router)
+            self._run([tools["ip"], "netns", "exec", namespace, tools["nft"], "-f", str(nft_file)])
 
         self._netns_etc.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.client_resolv_conf.write_text(
@@ -437,30 +441,36 @@ class Lab:
             check=check,
         )
 
-    def add_rule(self, rule: str) -> None:
+    def add_rule(self, rule: str, *, router: str = "tspu") -> None:
         """Append a rule to ``table inet tspu`` chain ``forward`` (``nft add rule inet tspu
-        forward <rule>``, as LAB.md's scenario files say)."""
-        self._nft(f"add rule inet tspu forward {rule}\n")
+        forward <rule>``, as LAB.md's scenario files say); ``router="border"``: to the border's
+        ``table inet border`` instead (hop 3)."""
+        self._nft(f"add rule inet {router} forward {rule}\n", router)
 
     def reset_rules(self) -> None:
-        """Put the tspu back as ``up`` left it: chain ``forward`` empty (the sets stay) and no
-        other table, so iptables rules of a scenario (iptables-nft keeps them in tables such as
-        ``ip mangle``) go too."""
-        listing = self._nft("list tables\n")
-        script = ["flush chain inet tspu forward"]
-        for line in listing.splitlines():
-            words = line.split()
-            if len(words) == 3 and words[0] == "table" and words[1:] != ["inet", "tspu"]:
-                script.append(f"delete table {words[1]} {words[2]}")
-        self._nft("".join(f"{line}\n" for line in script))
+        """Put every rule router (the tspu and the border, plan.PLACEMENTS) back as ``up`` left
+        it: chain ``forward`` empty (the sets stay) and no other table, so iptables rules of a
+        scenario (iptables-nft keeps them in tables such as ``ip mangle``) go too."""
+        for router in plan.PLACEMENTS:
+            listing = self._nft("list tables\n", router)
+            script = [f"flush chain inet {router} forward"]
+            for line in listing.splitlines():
+                words = line.split()
+                if len(words) == 3 and words[0] == "table" and words[1:] != ["inet", router]:
+                    script.append(f"delete table {words[1]} {words[2]}")
+            self._nft("".join(f"{line}\n" for line in script), router)
 
-    def _nft(self, script: str) -> str:
+    def _nft(self, script: str, router: str = "tspu") -> str:
+        if router not in plan.PLACEMENTS:
+            raise LabError(
+                f"no rule table in {router!r} (routers with one: {', '.join(plan.PLACEMENTS)})"
+            )
         nft = doctor.find("nft")
         if nft is None:
             raise LabUnavailable("nft is missing; see 'ringprobe lab doctor'")
-        done = self.run_in("tspu", [nft, "-f", "-"], input=script, timeout=COMMAND_TIMEOUT)
+        done = self.run_in(router, [nft, "-f", "-"], input=script, timeout=COMMAND_TIMEOUT)
         if done.returncode != 0:
-            raise LabError(f"nft refused {script.strip()!r}: {done.stderr.strip()}")
+            raise LabError(f"nft refused {script.strip()!r} in the {router}: {done.stderr.strip()}")
         return done.stdout
 
     def set_dns_overrides(self, overrides: Mapping[str, str]) -> None:

@@ -24,7 +24,9 @@ endpoints get consecutive addresses in catalog order, extras after them.
 
 nftables sets hold one address family each, so every named set of LAB.md comes as a pair in
 ``table inet tspu``: ``<set>`` (ipv4_addr) and ``<set>6`` (ipv6_addr); a rule that should act on
-both families is written twice (``ip daddr @tg_dc ...`` and ``ip6 daddr @tg_dc6 ...``).
+both families is written twice (``ip daddr @tg_dc ...`` and ``ip6 daddr @tg_dc6 ...``). The
+border (hop 3) holds the same sets and chain in ``table inet border`` (PLACEMENTS), for scenarios
+whose rules sit one hop further out.
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ SETS: Final = (
     "dns",
 )
 """The named sets of LAB.md, in its order."""
+
+PLACEMENTS: Final = ("tspu", "border")
+"""The routers that scenario rules can go in, the default first: each holds ``table inet
+<router>`` with every named set and an empty chain ``forward`` (render_nft). The tspu is hop 2,
+the border hop 3 (a scenario's ``placement``)."""
 
 LAB_RANGES: Final = ("198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
 """The documentation ranges the lab uses (RFC 5737, RFC 3849), and so the probe's allow-list in
@@ -650,14 +657,17 @@ def render_catalog(plan: Plan, lab_name: str) -> str:
     return "\n".join(lines)
 
 
-# --- the tspu's nftables table -----------------------------------------------------------------
+# --- the rule routers' nftables tables ---------------------------------------------------------
 
 
-def render_nft(plan: Plan) -> str:
-    """``table inet tspu``: every named set (IPv4 ``<set>``, IPv6 ``<set>6``) and the empty base
-    chain ``forward`` that scenario rules are appended to. For ``nft -f`` in the tspu namespace."""
+def render_nft(plan: Plan, router: str = "tspu") -> str:
+    """``table inet <router>``: every named set (IPv4 ``<set>``, IPv6 ``<set>6``) and the empty
+    base chain ``forward`` that scenario rules are appended to. For ``nft -f`` in the router's
+    namespace; the tspu's and the border's tables differ only in their names."""
+    if router not in PLACEMENTS:
+        raise LabError(f"no rule table in {router!r} (routers with one: {', '.join(PLACEMENTS)})")
     sets = plan.sets()
-    lines = ["table inet tspu {"]
+    lines = [f"table inet {router} {{"]
     for base in SETS:
         for name, kind in ((base, "ipv4_addr"), (f"{base}6", "ipv6_addr")):
             lines += [f"\tset {name} {{", f"\t\ttype {kind}"]

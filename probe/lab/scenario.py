@@ -7,17 +7,25 @@ A scenario file (TOML) says what the tspu does and what the analysis should conc
     nft = ["ip daddr @tg_dc drop", "ip6 daddr @tg_dc6 drop"]  # nft add rule inet tspu forward ..
     iptables = []                    # optional: iptables <line> in the tspu namespace
     ip6tables = []                   # optional: ip6tables <line> in the tspu namespace
+    placement = "tspu"               # optional: "tspu" (hop 2, the default) or "border" (hop 3)
     [dns]                            # optional: what the lab resolver answers instead
     "web.whatsapp.com" = "0.0.0.0"   # an address, or "nxdomain"
     [expect]                         # app -> verdict, or a table with verdict, layer, mechanism
     telegram = { verdict = "blocked", mechanism = "ip_drop" }
     whatsapp = "ok"
 
-Running one (``run_scenario``): reset the tspu, add the rules and DNS answers, run the probe in
-the client namespace, restore a clean tspu (always, in ``finally``), then compute
-``analysis.verdicts`` from the run's records and compare each app of ``[expect]`` with them. The
-verdicts come from the records alone: the scenario's name and expectation never reach the
-analysis.
+``placement`` says which router gets the rules (all of them: nft, iptables and ip6tables). The
+border (hop 3) has the tspu's named sets and an empty base chain in ``table inet border``, so
+the same rules work there unchanged: ``placement = "border"`` makes each nft line ``nft add rule
+inet border forward <line>`` and runs the iptables lines in the border namespace. It is for
+testing localization: the same censorship one hop further out. DNS answers are the lab
+resolver's, wherever the rules are.
+
+Running one (``run_scenario``): reset both routers, add the rules (in the scenario's router)
+and DNS answers, run the probe in the client namespace, restore clean routers (always, in
+``finally``), then compute ``analysis.verdicts`` from the run's records and compare each app of
+``[expect]`` with them. The verdicts come from the records alone: the scenario's name and
+expectation never reach the analysis.
 
 Files are a contract between the lab and people who write their own, so parsing is strict:
 unknown keys, wrong types, unknown apps, verdicts, layers or mechanisms (METHOD.md's words, as
@@ -48,7 +56,7 @@ from probe.model import APPS
 
 from . import doctor, servers
 from .errors import LabError, ScenarioError, ScenarioRunError
-from .plan import SETS
+from .plan import PLACEMENTS, SETS
 from .state import locked
 
 if TYPE_CHECKING:
@@ -83,6 +91,7 @@ KEYS: Final = (
     "nft",
     "iptables",
     "ip6tables",
+    "placement",
     "dns",
     "call_flows",
     "call_duration",
@@ -90,10 +99,13 @@ KEYS: Final = (
 )
 """The top-level keys a scenario file may have."""
 RULE_KINDS: Final = ("nft", "iptables", "ip6tables")
+DEFAULT_PLACEMENT: Final = PLACEMENTS[0]
+"""Where a scenario's rules go unless it says ``placement``: the tspu (hop 2)."""
 EXPECT_KEYS: Final = ("verdict", "layer", "mechanism")
 
 SET_NAMES: Final = frozenset(name for base in SETS for name in (base, f"{base}6"))
-"""Every named set of ``table inet tspu``: LAB.md's sets and their IPv6 twins."""
+"""Every named set of ``table inet tspu`` (and of the border's ``table inet border``): LAB.md's
+sets and their IPv6 twins."""
 
 # A dropped SYN costs a check its whole timeout; 3 s is thousands of times the lab's round trip
 # and keeps a drop scenario short. It also fixes what a policer lets through before the GET gives
@@ -140,15 +152,18 @@ class ScenarioRule:
     text: str
     line: int | None
     """Line of the scenario file it is on (None when it could not be located)."""
+    placement: str = DEFAULT_PLACEMENT
+    """The router it goes in (its scenario's ``placement``): tspu or border."""
 
     @property
     def label(self) -> str:
         return f"{self.kind} rule {self.index}"
 
     def command(self) -> str:
-        """The command it stands for, as LAB.md writes it."""
+        """The command it stands for, as LAB.md writes it (run in the ``placement`` router's
+        namespace; an nft rule goes in that router's own table)."""
         if self.kind == "nft":
-            return f"nft add rule inet tspu forward {self.text}"
+            return f"nft add rule inet {self.placement} forward {self.text}"
         return f"{self.kind} {self.text}"
 
 
@@ -194,6 +209,8 @@ class Scenario:
     nft: tuple[ScenarioRule, ...] = ()
     iptables: tuple[ScenarioRule, ...] = ()
     ip6tables: tuple[ScenarioRule, ...] = ()
+    placement: str = DEFAULT_PLACEMENT
+    """The router the rules go in: ``tspu`` (hop 2) or ``border`` (hop 3)."""
     dns: Mapping[str, str] = field(default_factory=dict)
     """Host name -> an address or ``nxdomain`` (normalised)."""
     expect: tuple[Expectation, ...] = ()
@@ -283,7 +300,8 @@ class _Parser:
                 )
         name = self.text(document, "name", required=True)
         summary = self.text(document, "summary", required=False)
-        rules = {kind: self.rules(document, kind) for kind in RULE_KINDS}
+        placement = self.placement(document)
+        rules = {kind: self.rules(document, kind, placement) for kind in RULE_KINDS}
         return Scenario(
             name=name,
             summary=summary,
@@ -291,6 +309,7 @@ class _Parser:
             nft=rules["nft"],
             iptables=rules["iptables"],
             ip6tables=rules["ip6tables"],
+            placement=placement,
             dns=self.dns(document.get("dns", {})),
             expect=self.expect(document.get("expect")),
             **self.calls(document),
@@ -318,6 +337,17 @@ class _Parser:
             raise self.error("'call_duration' needs call_flows = true", line)
         return {"call_flows": flows, "call_duration": float(duration)}
 
+    def placement(self, document: dict[str, Any]) -> str:
+        """``placement``: the router the rules go in, one of PLACEMENTS (default the tspu)."""
+        value = document.get("placement", DEFAULT_PLACEMENT)
+        if not isinstance(value, str) or value not in PLACEMENTS:
+            raise self.error(
+                f"'placement' must be 'tspu' (hop 2, the default) or 'border' (hop 3), "
+                f"not {value!r}",
+                self.locate.key("placement"),
+            )
+        return value
+
     def text(self, document: dict[str, Any], key: str, *, required: bool) -> str:
         value = document.get(key)
         if value is None:
@@ -328,7 +358,9 @@ class _Parser:
             raise self.error(f"{key!r} must be a one-line, non-empty string", self.locate.key(key))
         return value.strip()
 
-    def rules(self, document: dict[str, Any], kind: str) -> tuple[ScenarioRule, ...]:
+    def rules(
+        self, document: dict[str, Any], kind: str, placement: str
+    ) -> tuple[ScenarioRule, ...]:
         value = document.get(kind, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise self.error(f"{kind!r} must be a list of strings", self.locate.key(kind))
@@ -336,7 +368,7 @@ class _Parser:
         if len(lines) != len(value):
             lines = [self.locate.key(kind)] * len(value)  # written in a way the locator misses
         rules = tuple(
-            ScenarioRule(kind, index, text.strip(), line)
+            ScenarioRule(kind, index, text.strip(), line, placement)
             for index, (text, line) in enumerate(zip(value, lines, strict=True), 1)
         )
         for rule in rules:
@@ -535,15 +567,17 @@ def _string_end(text: str, start: int) -> int:
 
 
 def restore(lab: Lab) -> None:
-    """The tspu as ``up`` made it: no scenario rule (nft or iptables), no DNS override."""
+    """The routers as ``up`` made them: no scenario rule (nft or iptables) in the tspu or the
+    border, no DNS override."""
     lab.reset_rules()
     lab.clear_dns_overrides()
 
 
 def apply_scenario(lab: Lab, scenario: Scenario) -> None:
-    """Reset the tspu, then add the scenario's rules (in order) and DNS answers. A rule the
-    kernel refuses raises ScenarioError naming the file, the line and the kernel's message, and
-    the tspu is left clean, as it is after any other failure here."""
+    """Reset both routers, then add the scenario's rules (in order, in the router its
+    ``placement`` names) and DNS answers. A rule the kernel refuses raises ScenarioError naming
+    the file, the line and the kernel's message, and the routers are left clean, as they are
+    after any other failure here."""
     restore(lab)
     try:
         for rule in scenario.rules:
@@ -559,21 +593,24 @@ def _add(lab: Lab, scenario: Scenario, rule: ScenarioRule) -> None:
     program = doctor.find(rule.kind)
     if program is None:
         raise ScenarioError(f"{scenario.source}: {rule.label} needs {rule.kind}, which is missing")
+    router = rule.placement
     if rule.kind == "nft":
         # A script on stdin, as Lab.add_rule sends it: the rule's own quoting reaches nft as is.
         done = lab.run_in(
-            "tspu",
+            router,
             [program, "-f", "-"],
-            input=f"add rule inet tspu forward {rule.text}\n",
+            input=f"add rule inet {router} forward {rule.text}\n",
             timeout=COMMAND_TIMEOUT,
         )
     else:
-        done = lab.run_in("tspu", [program, *shlex.split(rule.text)], timeout=COMMAND_TIMEOUT)
+        done = lab.run_in(router, [program, *shlex.split(rule.text)], timeout=COMMAND_TIMEOUT)
     if done.returncode != 0:
         where = f"{scenario.source}, line {rule.line}" if rule.line else scenario.source
+        # A rule in the tspu keeps the message it always had; elsewhere the router is named.
+        ran = rule.command() if router == DEFAULT_PLACEMENT else f"{rule.command()} in the {router}"
         raise ScenarioError(
             f"{where}: {rule.label} refused by the kernel: {_kernel_message(done.stderr)} "
-            f"(ran: {rule.command()})"
+            f"(ran: {ran})"
         )
 
 
@@ -680,7 +717,7 @@ def run_scenario(
     probe_args: Sequence[str] = (),
 ) -> ScenarioResult:
     """Apply the scenario to a lab that is up, run the probe in its client namespace, restore
-    the tspu, and judge the run's records. One scenario at a time per lab (a lock file).
+    the routers, and judge the run's records. One scenario at a time per lab (a lock file).
     ``probe_args``: more ``ringprobe run`` options, e.g. the metadata a sample data set spreads
     its runs over (``--asn``, ``--cc``, ``--network-type``, ``--lab-date``)."""
     started = time.monotonic()
@@ -787,7 +824,9 @@ __all__ = [
     "BUILTIN",
     "CHECK_TIMEOUT",
     "DEFAULT_CALL_DURATION",
+    "DEFAULT_PLACEMENT",
     "KEYS",
+    "PLACEMENTS",
     "RUN_DEADLINE",
     "SET_NAMES",
     "AppResult",

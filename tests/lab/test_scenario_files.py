@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from analysis.rules import LAYERS, MECHANISMS, VERDICTS
 from probe.cli import cli
 from probe.cli import lab as lab_cli
-from probe.lab import SETS, Plan, ScenarioError, build_plan, servers, topology
+from probe.lab import SETS, LabError, Plan, ScenarioError, build_plan, servers, topology
 from probe.lab import scenario as sc
 from probe.lab.pki import KeyPair
+from probe.lab.plan import render_nft
 from probe.model import APPS, Failure
 from probe.targets import builtin_catalog
 from tests.recordsets import DROP, Fate, by_app, run_records, write_runs
@@ -202,6 +203,85 @@ def test_a_call_deadline_leaves_both_call_tests_their_time() -> None:
     assert sc.call_deadline(sc.DEFAULT_CALL_DURATION) <= sc.RUN_DEADLINE
 
 
+BORDER = """\
+name = "at-the-border"
+placement = "border"
+nft = ["ip daddr @tg_dc drop", "ip6 daddr @tg_dc6 drop"]
+iptables = ["-A FORWARD -p tcp --dport 443 -m string --string signal.org --algo bm -j DROP"]
+ip6tables = ["-A FORWARD -p tcp --dport 443 -m string --string signal.org --algo bm -j DROP"]
+[dns]
+"web.whatsapp.com" = "nxdomain"
+[expect]
+telegram = "blocked"
+"""
+
+
+def test_rules_go_in_the_tspu_unless_the_scenario_places_them_at_the_border() -> None:
+    assert sc.DEFAULT_PLACEMENT == "tspu"
+    assert sc.PLACEMENTS == ("tspu", "border")
+    plain = parse(MINIMAL.replace("\n[expect]", '\nnft = ["ip daddr @tg_dc drop"]\n[expect]'))
+    assert plain.placement == "tspu"
+    assert [r.placement for r in plain.rules] == ["tspu"]
+    explicit = parse(BORDER.replace('"border"', '"tspu"'))
+    assert explicit.placement == "tspu"
+    assert explicit.nft[0].command() == "nft add rule inet tspu forward ip daddr @tg_dc drop"
+    # The built-ins keep their rules in the tspu.
+    assert {s.placement for s in sc.builtin_scenarios()} == {"tspu"}
+
+    border = parse(BORDER)
+    assert border.placement == "border"
+    assert [(r.kind, r.placement) for r in border.rules] == [
+        ("nft", "border"),
+        ("nft", "border"),
+        ("iptables", "border"),
+        ("ip6tables", "border"),
+    ]
+    # nft lines go in the border's own table; iptables lines read the same (the namespace
+    # differs); DNS answers are the resolver's, wherever the rules are.
+    assert border.nft[1].command() == "nft add rule inet border forward ip6 daddr @tg_dc6 drop"
+    assert border.iptables[0].command() == f"iptables {border.iptables[0].text}"
+    assert border.dns == {"web.whatsapp.com": "nxdomain"}
+    # The border has the same sets: references are checked the same way.
+    message = refused(BORDER.replace("@tg_dc6", "@telegram6"))
+    assert message.startswith("mine.toml, line 3: nft rule 2 ('ip6 daddr @telegram6 drop'): ")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ('"hop3"', "'hop3'"),
+        ('"Border"', "'Border'"),
+        ('"isp"', "'isp'"),
+        ('""', "''"),
+        ("3", "3"),
+        ("true", "True"),
+        ('["border"]', "['border']"),
+    ],
+)
+def test_a_bad_placement_is_refused_with_its_line(value: str, shown: str) -> None:
+    message = refused(BORDER.replace('placement = "border"', f"placement = {value}"))
+    assert message == (
+        "mine.toml, line 2: 'placement' must be 'tspu' (hop 2, the default) or 'border' "
+        f"(hop 3), not {shown}"
+    )
+
+
+def test_a_placement_table_is_refused_too() -> None:
+    message = refused(MINIMAL + '[placement]\nrouter = "border"\n')
+    assert message.startswith("mine.toml, line 4: 'placement' must be 'tspu'"), message
+
+
+def test_the_borders_nft_table_is_the_tspus_under_its_own_name() -> None:
+    plan = build_plan(builtin_catalog())
+    tspu = render_nft(plan)
+    assert tspu == render_nft(plan, "tspu")
+    assert tspu.startswith("table inet tspu {\n")
+    assert render_nft(plan, "border") == tspu.replace("table inet tspu {", "table inet border {")
+    assert "\tchain forward {" in tspu
+    with pytest.raises(LabError, match="no rule table in 'isp'"):
+        render_nft(plan, "isp")
+
+
 def test_every_lab_set_and_its_ipv6_twin_may_be_named() -> None:
     rules = ", ".join(f'"ip daddr @{s} drop", "ip6 daddr @{s}6 drop"' for s in SETS)
     scenario = parse(f"name = 'x'\nnft = [{rules}]\n[expect]\nwhatsapp = 'ok'\n")
@@ -221,7 +301,7 @@ def test_unknown_top_level_keys_are_refused_by_name_and_line() -> None:
     message = refused(MINIMAL.replace('name = "x"\n', 'name = "x"\nrules = []\n'))
     assert message == (
         "mine.toml, line 2: unknown key 'rules'; a scenario has name, summary, nft, iptables, "
-        "ip6tables, dns, call_flows, call_duration, expect (shared/LAB.md)"
+        "ip6tables, placement, dns, call_flows, call_duration, expect (shared/LAB.md)"
     )
     assert "unknown key 'timeout'" in refused(MINIMAL + "[timeout]\nx = 1\n")
 
