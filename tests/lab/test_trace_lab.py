@@ -7,7 +7,12 @@ twin), while its control reaches the border (hop 3) at the same TTL and is not l
   Allocate), IPv4 and IPv6: ``drop``;
 - signal-sni-rst (a RST for ClientHellos naming signal.org): the ``tls`` trigger: ``rst``;
 - wa-prologue-rst (a RST for the WA prologue): the ``whatsapp`` trigger: ``rst``;
-- an open lab: the stun trigger reaches the STUN server at TTL 4, every router answering.
+- an open lab: the stun trigger reaches the STUN server at TTL 4, every router answering;
+- signal-sni-rst placed at the border (hop 3, ``placement = "border"``): ``rst`` at TTL 4,
+  localized at hop 3 (the neutral-SNI control gets its ServerHello there); wa-prologue-rst and
+  calls-stun-cookie-drop at the border: not localized, as their controls (random bytes) get no
+  answer from the destination beyond the last router either, so nothing tells the censor's
+  reset or drop from the server's own refusal.
 
 Each trace runs in the client namespace (a child interpreter, as tests/lab/clientcheck.py runs
 checks), with an allow-list of the lab's ranges alone. Packet counts are asserted: one datagram
@@ -68,12 +73,16 @@ _SCRIPT: Final = textwrap.dedent(
 
 
 @contextmanager
-def applied(lab: Lab, name: str | None) -> Iterator[None]:
-    """A built-in scenario's rules (None: none) for the block, restored whatever happens."""
+def applied(lab: Lab, name: str | None, placement: str = "tspu") -> Iterator[None]:
+    """A built-in scenario's rules (None: none) for the block, at the tspu or (``placement =
+    "border"``, docs/lab.md) at the border, restored whatever happens."""
     if name is None:
         sc.restore(lab)
     else:
-        sc.apply_scenario(lab, sc.load_scenario_file(sc.builtin_path(name)))
+        text = sc.builtin_path(name).read_text(encoding="utf-8")
+        if placement != "tspu":
+            text = f"placement = {json.dumps(placement)}\n" + text
+        sc.apply_scenario(lab, sc.parse_scenario(text, f"{name} at the {placement}"))
     try:
         yield
     finally:
@@ -123,15 +132,24 @@ def _assert_localized_at_hop_2(
 ) -> None:
     """The trigger meets ``mechanism`` at TTL 3, after hop 2; its control reaches hop 3 there
     and is not localized."""
-    isp, tspu, border = _routers(version)
+    _assert_localized(records, mechanism, version, hop=2)
+
+
+def _assert_localized(
+    records: dict[str, dict[str, Any]], mechanism: str, version: int, *, hop: int
+) -> None:
+    """The trigger meets ``mechanism`` at TTL hop + 1, after router ``hop``, every router before
+    it answering; its control gets past that TTL (a router, or the destination) and is not
+    localized."""
+    routers = _routers(version)
     trigger, control = records["trigger"]["details"], records["control"]["details"]
-    assert [h["hop"] for h in trigger["hops"][:2]] == [isp, tspu]
-    assert trigger["first_interfering_ttl"] == 3, trigger["hops"]
+    assert [h["hop"] for h in trigger["hops"][:hop]] == routers[:hop]
+    assert trigger["first_interfering_ttl"] == hop + 1, trigger["hops"]
     assert trigger["interference"] == mechanism
-    assert trigger["localized_hop"] == 2
-    assert trigger["localized_address"] == tspu
-    assert trigger["hops"][2]["interference"] == mechanism
-    assert [h["hop"] for h in control["hops"][:3]] == [isp, tspu, border]
+    assert trigger["localized_hop"] == hop
+    assert trigger["localized_address"] == routers[hop - 1]
+    assert trigger["hops"][hop]["interference"] == mechanism
+    assert [h["hop"] for h in control["hops"][:3]] == routers
     assert [h["outcome"] for h in control["hops"][:3]] == ["time_exceeded"] * 3
     assert control["first_interfering_ttl"] is None
     assert control["localized_hop"] is None
@@ -214,3 +232,49 @@ def test_whatsapp_prologue_rst_is_localized_at_the_tspu(lab: Lab) -> None:
         )
     _assert_localized_at_hop_2(records, "rst", 4)
     _assert_tcp_packets(records)
+
+
+# --- the same triggers with the rules at the border (hop 3) ---------------------------------------
+
+
+def test_sni_rst_at_the_border_is_localized_at_hop_3(lab: Lab) -> None:
+    host = "chat.signal.org"
+    with applied(lab, "signal-sni-rst", placement="border"):
+        records = run_trace(lab, "tls", _address(lab, host, 4), 443, app="signal", host=host)
+    _assert_localized(records, "rst", 4, hop=3)
+    assert records["control"]["details"]["hops"][3]["outcome"] == "answered"
+    _assert_tcp_packets(records)
+
+
+def test_whatsapp_prologue_rst_at_the_border_is_not_claimed(lab: Lab) -> None:
+    # The prologue reset at hop 3, the last router: at TTL 4 the trigger is reset, but the
+    # control (random bytes) is refused by the chat server itself at TTL 4, so nothing shows the
+    # path going on for the control while it stops for the trigger. The trace must say "not
+    # localized" rather than blame a hop (at the tspu, hop 2, the border's time-exceeded to the
+    # control at TTL 3 is that evidence: test_whatsapp_prologue_rst_is_localized_at_the_tspu).
+    with applied(lab, "wa-prologue-rst", placement="border"):
+        records = run_trace(
+            lab, "whatsapp", _address(lab, "e1.whatsapp.net", 4), 443, app="whatsapp"
+        )
+    trigger, control = records["trigger"]["details"], records["control"]["details"]
+    assert [h["hop"] for h in trigger["hops"][:3]] == _routers(4)
+    assert trigger["hops"][3]["outcome"] == "reset"
+    assert control["hops"][3]["outcome"] != "answered", control["hops"]
+    assert trigger["localized_hop"] is None
+    assert control["localized_hop"] is None
+    _assert_tcp_packets(records)
+
+
+def test_a_drop_at_the_border_shows_only_where_the_control_is_answered(lab: Lab) -> None:
+    # STUN dropped at hop 3, the last router: at TTL 4 the trigger reaches the STUN server's
+    # namespace no more, but its control (random bytes) is not answered there either, so no
+    # probe says the path went on: the trace must not claim a hop. (A drop is localized by a
+    # control that gets an answer or a router beyond it; see the tspu case above.)
+    with applied(lab, "calls-stun-cookie-drop", placement="border"):
+        records = run_trace(lab, "stun", _address(lab, "neutral-stun", 4), 3478, app="control")
+    trigger, control = records["trigger"]["details"], records["control"]["details"]
+    assert [h["hop"] for h in trigger["hops"][:3]] == _routers(4)  # the rule sits after hop 3
+    assert trigger["first_interfering_ttl"] is None
+    assert trigger["localized_hop"] is None
+    assert control["localized_hop"] is None
+    _assert_udp_packets(records)
