@@ -89,6 +89,9 @@ def _describe(lab: Lab) -> None:
     click.echo(f"  resolver    {lab.resolver} ({lab.client_resolv_conf})")
     click.echo(f"  DoH         {lab.doh_url}")
     click.echo(f"  rules       nft add rule inet tspu forward ... (namespace {prefix}-tspu)")
+    click.echo(
+        f'              placement = "border": inet border forward (namespace {prefix}-border)'
+    )
     click.echo(f"  probe       {probe}")
 
 
@@ -211,6 +214,7 @@ def list_command(as_json: bool) -> None:
                 "name": s.name,
                 "summary": s.summary,
                 "path": str(builtin_path(s.name)),
+                "placement": s.placement,
                 "call_flows": s.call_flows,
                 "call_duration": s.call_duration if s.call_flows else None,
                 "expect": {e.app: e.to_dict() for e in s.expect},

@@ -3,8 +3,9 @@
 Five network namespaces in a row, ``client ── isp ── tspu ── border ── internet``, routed, IPv4
 and IPv6, documentation addresses only; real servers in ``internet`` (dnsmasq, nginx, coturn,
 dnsdist for DoH, ngtcp2 for HTTP/3); the tspu's ``table inet tspu`` holds the named sets that
-scenario rules match. Nothing leaves the machine and no interface of the lab exists in the root
-namespace. Needs root on Linux (``ringprobe lab doctor``).
+scenario rules match, and the border's ``table inet border`` the same sets, for scenarios placed
+one hop further out (``placement = "border"``). Nothing leaves the machine and no interface of
+the lab exists in the root namespace. Needs root on Linux (``ringprobe lab doctor``).
 
     lab = Lab("mine")
     lab.up()                      # about a second; idempotent

@@ -500,6 +500,7 @@ def test_lab_list_names_every_builtin_with_its_summary() -> None:
     assert [row["name"] for row in listed] == list(sc.BUILTIN)
     assert listed[1]["expect"]["telegram"]["mechanism"] == "ip_drop"
     by_name = {row["name"]: row for row in listed}
+    assert {row["placement"] for row in listed} == {"tspu"}  # the built-ins act at hop 2
     assert (by_name["open-network"]["call_flows"], by_name["open-network"]["call_duration"]) == (
         False,
         None,
