@@ -21,6 +21,17 @@ After its flows, in the same transaction, each call test makes two ``sni_stream`
 reflector's TLS port, one with the app's web host as SNI (STREAM_SNI) and one with the neutral
 SNI, one after the other: the SNI-throttling comparison with a body as large as asked for.
 Without a reflector none is planned, and the manifest's ``skipped`` says so once.
+
+With ``localize`` (``ringprobe run --localize``), after everything else (transactions and call
+tests), each app of the run gets its triggers traced (probe.checks.trace), one trace at a time:
+every trigger trace.app_triggers allows the app (WhatsApp: tls, stun, whatsapp, call; Telegram: tls,
+stun, call; Signal and the control: tls, stun), each to the one endpoint ``ringprobe trace`` picks
+by default (trace.default_traces: the app's first catalog entry that answers the trigger), at the
+address that endpoint's transaction contacted and under its transaction id, so a trace joins the
+checks it explains. A trigger the catalog has no endpoint for is not traced (the built-in catalog
+has no STUN server of Signal's). A trace starts only when the run's deadline leaves it its whole
+time budget (trace.trace_budget; one cut short would read as silence); otherwise, and for an
+endpoint whose lookups found no address, the manifest's ``skipped`` says so under ``trace``.
 """
 
 from __future__ import annotations
@@ -77,6 +88,9 @@ CALL_FLOWS: Final = (("call", 0.0), ("control", 0.5), ("call_neutral_port", 0.25
 # Seconds from planning a call test to its first send: the three sockets are set up by then.
 CALL_START_LEAD: Final = 0.2
 SKIP_CALL_FLOWS: Final = "call flows: no --reflector"
+# The manifest's ``skipped`` names a skip of no one target by its check.
+SKIP_CALL_FLOW_CHECK: Final = "call_flow"
+SKIP_TRACE_CHECK: Final = "trace"
 # docs/callflow.md "The reflector": its TLS port, which accepts any SNI and streams bytes on a
 # MAC'd request (probe.checks.sni_stream).
 REFLECTOR_TLS_PORT: Final = 443
@@ -108,16 +122,32 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Localize:
+    """``run --localize``: trace each app's triggers after the other checks, ``max_ttl`` TTLs at
+    most, each probe waiting ``wait`` seconds (probe.checks.trace bounds both)."""
+
+    max_ttl: int
+    wait: float
+
+    def __post_init__(self) -> None:
+        from probe.checks.trace import check_bounds
+
+        check_bounds(self.max_ttl, self.wait)
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """A progress event. kinds: ``start`` (total = number of targets), ``record`` (a record was
     written), ``target_done``, ``skipped`` (a target the run has no check for), ``end``."""
 
     kind: Literal["start", "record", "target_done", "skipped", "end"]
     target: Target | None = None
-    """None for a skip that concerns no one target (call flows without a reflector)."""
+    """None for a skip that concerns no one target (call flows without a reflector, a trace)."""
     record: Record | None = None
     total: int = 0
     reason: str = ""
+    check: str = SKIP_CALL_FLOW_CHECK
+    """The check a skip of no one target concerns (``call_flow``, ``trace``)."""
 
 
 EventSink = Callable[[Event], None]
@@ -210,10 +240,14 @@ class Runner:
         writer: RecordWriter,
         limits: Limits | None = None,
         on_event: EventSink | None = None,
+        localize: Localize | None = None,
     ) -> None:
         self.ctx = ctx
         self.writer = writer
         self.limits = limits or Limits()
+        self.localize = localize
+        # The address each transaction contacted (or would have): what its traces go to.
+        self._addresses: dict[int, str] = {}
         self._emit = on_event or (lambda event: None)
         self._global = asyncio.Semaphore(self.limits.concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
@@ -234,6 +268,8 @@ class Runner:
                 group.create_task(self._transaction(target, tx))
             if calling and self.ctx.reflector is not None:
                 group.create_task(self._call_tests(calling, len(todo) + 1))
+        if self.localize is not None:
+            await self._localize(todo, self.localize)
         self._emit(Event("end", total=len(todo)))
 
     async def _transaction(self, target: Target, tx: int) -> None:
@@ -266,6 +302,7 @@ class Runner:
                 address, source = choose_address(dns_records)
         if address is None:
             return
+        self._addresses[tx] = address
         if target.transport != "tcp":
             await self._udp_steps(target, address, source, tx)
             return
@@ -449,6 +486,48 @@ class Runner:
             )
             self._write(record)
 
+    async def _localize(self, todo: list[Target], localize: Localize) -> None:
+        """Each app's default traces (module docstring), one after the other."""
+        from probe.checks import trace
+
+        tx_of = {id(target): tx for tx, target in enumerate(todo, 1)}
+        for app in dict.fromkeys(target.app for target in todo):
+            for trigger, target in trace.default_traces(todo, app):
+                tx = tx_of[id(target)]
+                about = f"{app} {trigger} to {target.id}"
+                address = self._addresses.get(tx)
+                if address is None:
+                    self._skip_trace(f"{about}: its lookups found no address")
+                    continue
+                budget = trace.trace_budget(
+                    trigger,
+                    max_ttl=localize.max_ttl,
+                    wait=localize.wait,
+                    timeout=self.ctx.timeout,
+                )
+                left = self._deadline_at - time.monotonic()
+                if left <= budget:
+                    self.deadline_hit = True
+                    self._skip_trace(
+                        f"{about}: the deadline leaves {max(left, 0.0):.1f} s, the trace may "
+                        f"take {budget:.1f} s"
+                    )
+                    continue
+                pair = await trace.trace(
+                    self.ctx,
+                    target,
+                    address,
+                    tx,
+                    trigger=trigger,
+                    max_ttl=localize.max_ttl,
+                    wait=localize.wait,
+                )
+                self._write(pair.trigger)
+                self._write(pair.control)
+
+    def _skip_trace(self, reason: str) -> None:
+        self._emit(Event("skipped", reason=reason, check=SKIP_TRACE_CHECK))
+
     async def _step(
         self,
         address: str | None,
@@ -536,8 +615,10 @@ async def execute(
     output: RunOutput,
     limits: Limits | None = None,
     on_event: EventSink | None = None,
+    localize: Localize | None = None,
 ) -> RunResult:
-    """Run the targets, writing into ``output``.
+    """Run the targets, writing into ``output``; with ``localize``, trace each app's triggers
+    after everything else (module docstring).
 
     On cancellation (Ctrl-C, SIGTERM) the manifest is marked ``interrupted`` and the records
     written so far stay; the cancellation then propagates.
@@ -546,15 +627,15 @@ async def execute(
 
     def track(event: Event) -> None:
         if event.kind == "skipped":
-            # A skip of no one target (the call flows) is listed under the check's name.
-            name = "call_flow" if event.target is None else event.target.id
+            # A skip of no one target (the call flows, a trace) is listed under the check's name.
+            name = event.check if event.target is None else event.target.id
             result.skipped.append({"target": name, "reason": event.reason})
         if event.kind == "target_done":
             result.targets_done += 1
         if on_event is not None:
             on_event(event)
 
-    runner = Runner(ctx, output.writer, limits, track)
+    runner = Runner(ctx, output.writer, limits, track, localize)
     try:
         await runner.run(targets)
     except BaseException:

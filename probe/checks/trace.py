@@ -108,7 +108,9 @@ __all__ = [
     "IcmpError",
     "Probe",
     "TracePair",
+    "app_triggers",
     "build_probe",
+    "default_traces",
     "interference",
     "localize",
     "outcome_of",
@@ -120,6 +122,7 @@ __all__ = [
     "tcp_segments_out",
     "time_budget",
     "trace",
+    "trace_budget",
     "transport_of",
 ]
 
@@ -294,6 +297,24 @@ def pick_target(targets: Sequence[Target], app: str, trigger: str) -> Target | N
         ):
             return target
     return None
+
+
+def app_triggers(app: str) -> tuple[str, ...]:
+    """The triggers that can be made for ``app``, in TRIGGERS order: ``whatsapp`` (WhatsApp's
+    chat prologue) only for WhatsApp, ``call`` only for an app with a call framing."""
+    return tuple(
+        trigger
+        for trigger in TRIGGERS
+        if (trigger != "whatsapp" or app == "whatsapp")
+        and (trigger != "call" or app in CALL_FRAMINGS)
+    )
+
+
+def default_traces(targets: Sequence[Target], app: str) -> list[tuple[str, Target]]:
+    """What ``ringprobe trace --app APP`` traces by default, for every trigger of the app that
+    the catalog has an endpoint for: (trigger, pick_target's entry), in TRIGGERS order."""
+    found = ((trigger, pick_target(targets, app, trigger)) for trigger in app_triggers(app))
+    return [(trigger, target) for trigger, target in found if target is not None]
 
 
 async def resolve_host(ctx: CheckContext, host: str) -> list[str]:
@@ -530,6 +551,13 @@ def check_bounds(max_ttl: int, wait: float) -> None:
         raise ValueError(f"wait must be {MIN_WAIT} to {MAX_WAIT} seconds, not {wait}")
 
 
+def trace_budget(trigger: str, *, max_ttl: int, wait: float, timeout: float) -> float:
+    """The time budget of one trace of ``trigger`` run with a context whose timeout is
+    ``timeout``: time_budget with trace()'s connect timeout (TCP) or none (UDP)."""
+    connect = min(timeout, MAX_CONNECT_TIMEOUT) if transport_of(trigger) == "tcp" else 0.0
+    return time_budget(max_ttl, wait, connect)
+
+
 def time_budget(max_ttl: int, wait: float, connect_timeout: float) -> float:
     """The most a trace pair may take: two probes per TTL, each a connect (TCP), its wait and
     the grace after the first thing it heard."""
@@ -663,7 +691,7 @@ async def trace(
     if probes[0].transport != target.transport:
         raise ValueError(f"the {trigger} trigger is {probes[0].transport}, the target is not")
     connect_timeout = min(ctx.timeout, MAX_CONNECT_TIMEOUT)
-    budget = time_budget(max_ttl, wait, connect_timeout if probes[0].transport == "tcp" else 0)
+    budget = trace_budget(trigger, max_ttl=max_ttl, wait=wait, timeout=ctx.timeout)
     control_step = Step(ctx, CHECK, target, address, transaction_id, budget)
     async with measured(ctx, CHECK, target, address, transaction_id, timeout=budget) as step:
         traces = [_Trace(probes[0], control_step), _Trace(probes[1], step)]

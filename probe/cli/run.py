@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from probe.cli import trace as trace_cli
 from probe.cli.common import catalog_options, load_selected
 
 if TYPE_CHECKING:
     from probe.checks.base import CheckContext
-    from probe.runner import Event, Limits, RunOutput, RunResult
+    from probe.runner import Event, Limits, Localize, RunOutput, RunResult
 
 DEFAULT_OUT = Path("ringprobe-results")
 # Cloudflare's resolver by address, so DoH needs no prior (possibly tampered) lookup.
@@ -123,6 +124,23 @@ MIN_SECRET_BYTES = 16
     "per app at 10 s).",
 )
 @click.option(
+    "--localize",
+    is_flag=True,
+    help="After the other checks, trace each app's triggers (as `ringprobe trace` does by "
+    "default: tls, stun, the WhatsApp prologue, the call opening, each to one catalog "
+    "endpoint) to find the hop that interferes. Needs root or CAP_NET_RAW, else the trace "
+    "records say raw_socket_not_permitted and nothing is sent. A trace starts only if the "
+    "deadline leaves it its whole budget (a TCP trace at the default TTLs and --timeout: up to "
+    "3 minutes); raise --deadline so that all of them run.",
+)
+@click.option(
+    "--localize-max-ttl",
+    type=click.IntRange(1, trace_cli.MAX_TTL),
+    default=trace_cli.DEFAULT_MAX_TTL,
+    show_default=True,
+    help="The highest TTL a --localize trace sends.",
+)
+@click.option(
     "--vantage",
     type=click.Choice(["volunteer", "baseline", "lab"]),
     default="volunteer",
@@ -156,6 +174,7 @@ def command(**options: Any) -> None:
     catalog = load_selected(options["targets_file"], options["apps"])
     ctx = _context(options)
     limits = _limits(options)
+    localize = _localize(options)
     from probe.runner import RunOutput
 
     settings = {
@@ -172,13 +191,16 @@ def command(**options: Any) -> None:
         "call_duration": ctx.call_duration if ctx.reflector else None,
         "call_profiles": list(ctx.call_profiles) if ctx.reflector else None,
         "lab_date": options["lab_date"].date().isoformat() if options.get("lab_date") else None,
+        "localize": localize is not None,
+        "localize_max_ttl": localize.max_ttl if localize is not None else None,
+        "localize_wait": localize.wait if localize is not None else None,
     }
     try:
         output = RunOutput(options["out_dir"], ctx, len(catalog), settings)
     except OSError as exc:
         raise click.ClickException(f"cannot write to {options['out_dir']}: {exc.strerror}") from exc
     show_progress = sys.stdout.isatty() and not options["as_json"]
-    signum, result = _run_with_signals(catalog, ctx, output, limits, show_progress)
+    signum, result = _run_with_signals(catalog, ctx, output, limits, localize, show_progress)
     result = result or output.result
     # After Ctrl-C the user wants out, not a minute of analysis.
     verdicts = _verdicts(result) if signum is None else "the run was interrupted"
@@ -305,8 +327,21 @@ def _limits(options: dict[str, Any]) -> Limits:
     )
 
 
+def _localize(options: dict[str, Any]) -> Localize | None:
+    if not options["localize"]:
+        return None
+    from probe.runner import Localize
+
+    return Localize(max_ttl=options["localize_max_ttl"], wait=trace_cli.DEFAULT_WAIT)
+
+
 def _run_with_signals(
-    catalog: Any, ctx: CheckContext, output: RunOutput, limits: Limits, show_progress: bool
+    catalog: Any,
+    ctx: CheckContext,
+    output: RunOutput,
+    limits: Limits,
+    localize: Localize | None,
+    show_progress: bool,
 ) -> tuple[int | None, RunResult | None]:
     """Run the event loop; SIGINT and SIGTERM cancel the run, which keeps its records and marks
     the manifest interrupted. Returns (signal number or None, result)."""
@@ -327,7 +362,7 @@ def _run_with_signals(
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             with _Progress(show_progress) as progress:
-                return await execute(catalog, ctx, output, limits, progress.on_event)
+                return await execute(catalog, ctx, output, limits, progress.on_event, localize)
         except asyncio.CancelledError:
             if received:
                 return None

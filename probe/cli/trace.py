@@ -127,21 +127,24 @@ def command(**options: Any) -> None:
 def _target(options: dict[str, Any]) -> tuple[Target, str | None]:
     """The endpoint to trace (catalog entry, or the --target address) and the tls trigger's SNI;
     usage errors for what cannot be traced."""
-    from probe.checks.trace import CALL_FRAMINGS, DEFAULT_PORTS, pick_target, transport_of
+    from probe.checks.trace import (
+        CALL_FRAMINGS,
+        DEFAULT_PORTS,
+        app_triggers,
+        pick_target,
+        transport_of,
+    )
     from probe.model import Target
     from probe.targets import load_catalog
 
     app, trigger = options["app"], options["trigger"]
-    if trigger == "whatsapp" and app != "whatsapp":
-        raise click.BadParameter(
-            "the whatsapp trigger is WhatsApp's chat prologue: use --app whatsapp",
-            param_hint="--trigger",
+    if trigger not in app_triggers(app):  # the rule `ringprobe run --localize` plans by, too
+        why = (
+            "the whatsapp trigger is WhatsApp's chat prologue: use --app whatsapp"
+            if trigger == "whatsapp"
+            else f"no call framing for {app} (call traces: {', '.join(CALL_FRAMINGS)})"
         )
-    if trigger == "call" and app not in CALL_FRAMINGS:
-        raise click.BadParameter(
-            f"no call framing for {app} (call traces: {', '.join(CALL_FRAMINGS)})",
-            param_hint="--trigger",
-        )
+        raise click.BadParameter(why, param_hint="--trigger")
     address = options["address"]
     if address is not None:
         try:
