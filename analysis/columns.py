@@ -3,7 +3,8 @@
 ``analysis.load`` (ringprobe records) and ``analysis.load_ooni`` (OONI measurements) both return
 exactly these columns in this order, so the two sources concatenate. Repeated strings are
 categoricals; absent values are NA. Detail columns are lifted out of each record's ``details``
-where the verdict rules need them; ``call_flow`` records keep their whole ``details`` (nested
+where the verdict rules need them (the ``trace_*`` columns: the figures of ``trace`` records, where
+on the path a trigger met interference); ``call_flow`` records keep their whole ``details`` (nested
 per-bin counts) as JSON in column ``call_flow``; the rest of ``details`` is kept only on request
 (``keep_details=True``, column ``details`` as a JSON string).
 """
@@ -54,6 +55,20 @@ COLUMNS: Final[dict[str, tuple[str, str]]] = {
     "body_bytes": ("Int64", "http_get: body bytes read"),
     "throughput_bps": ("float64", "http_get: body bits per second"),
     "deadline_cut": ("boolean", "the run's deadline cut the check short"),
+    "trace_trigger": ("category", "trace: the payload traced (tls, whatsapp, stun, call)"),
+    "trace_control": ("boolean", "trace: the record is the control's trace (neutral content)"),
+    "trace_interference": (
+        "category",
+        "trace: how the probes met interference (rst, drop, fin, reject; NA: they did not)",
+    ),
+    "trace_localized_hop": (
+        "float64",
+        "trace: TTL of the last router before the interference (0: before the first; NA: none)",
+    ),
+    "trace_localized_address": (
+        "category",
+        "trace: that router's address (NA: none, or the router did not say)",
+    ),
     "call_flow": (
         "string",
         "call_flow records: their details as JSON (flow, per-bin counts, totals; "

@@ -16,7 +16,9 @@ records):
 Call-path evidence arrives as more level-2 columns computed from its own checks and read by more
 rules: the relays' known answers (``relays``, ``udp_controls``) from level 1, and the call-flow
 figures (``callflow_tests``, ``call_*``, ``control_*``, ``neutral_*``) from the ``call_flow``
-records' per-bin counts (``callflow_features``, statistics in ``analysis.callflow``).
+records' per-bin counts (``callflow_features``, statistics in ``analysis.callflow``). Where on the
+path interference happens (``traces``, ``trace_*``) comes from the ``trace`` records
+(``trace_features``); no rule reads it, the interference verdicts' sentences state it.
 
 The scalar helpers (``failure_kind``, ``step_of``) and the thresholds are shared with the naive
 reference implementation in ``bench/naive_verdicts.py``.
@@ -953,6 +955,128 @@ def _merge_callflow(table: pd.DataFrame, df: pd.DataFrame) -> dict[str, np.ndarr
     return out
 
 
+# --- traces: per (run, app), from the trace records ----------------------------------------------
+
+# The check whose records say where on the path a trigger met interference (probe.checks.trace).
+TRACE_CHECK: Final = "trace"
+
+# name -> (dtype, meaning); 0, NA (NaN) or False on rows without a trace. A trace is *evidence*
+# when its trigger record has no failure and its control record (same run, app, transaction and
+# trigger; also without failure) is there and not itself localized: a control that meets
+# interference means the path treats neutral content alike, so the trigger's stop says nothing
+# about the trigger. A trace sees resets and drops of the one packet it sends per TTL, so it
+# locates blocking, and locates throttling only when a policer drops the trigger packet itself.
+TRACE_COLUMNS: Final[dict[str, tuple[str, str]]] = {
+    "traces": ("int64", "trigger traces that are evidence (trace records; see TRACE_COLUMNS)"),
+    "trace_hops": (
+        "string",
+        "the localized traces as trigger:hop, distinct, sorted by trigger then hop ('tls:2 "
+        "stun:2'; hop h: after the h-th router, 0 before the first); NA: none localized",
+    ),
+    "trace_addresses": (
+        "string",
+        "the routers at those hops as hop:address, distinct, sorted ('2:198.51.100.5'); NA: "
+        "none known",
+    ),
+    "trace_hop_min": ("float64", "the lowest hop a trace localized interference after (NA: none)"),
+    "trace_hop_max": ("float64", "the highest (NA: none)"),
+    "trace_split": (
+        "bool",
+        "two triggers localized at different hops: some two triggers' sets of localized hops "
+        "share no hop (e.g. the tls trace after hop 2, the stun trace after hop 3)",
+    ),
+}
+_TRACE_EMPTY: Final = {"int64": 0, "float64": np.nan, "bool": False, "string": None}
+
+
+def _split(hops_by_trigger: dict[str, set[int]]) -> bool:
+    sets = list(hops_by_trigger.values())
+    return any(not (a & b) for i, a in enumerate(sets) for b in sets[i + 1 :])
+
+
+def trace_features(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, app) with at least one evidence trace: run_id, app and TRACE_COLUMNS.
+
+    Only ``trace`` records are looked at (a few per run, so pandas groupby). Which traces are
+    evidence is said at TRACE_COLUMNS. Hops are TTLs on the path to each trace's own
+    destination: triggers traced to different addresses may take different paths, so a split
+    is worth checking against ``trace_addresses``.
+    """
+    columns = ["run_id", "app", *TRACE_COLUMNS]
+    empty = pd.DataFrame({name: [] for name in columns})
+    if "trace_trigger" not in df.columns:
+        return empty
+    is_trace = df["check"].astype(object).eq(TRACE_CHECK).to_numpy(bool, na_value=False)
+    if not is_trace.any():
+        return empty
+    names = [
+        "run_id",
+        "app",
+        "transaction_id",
+        "trace_trigger",
+        "trace_control",
+        "failure",
+        "trace_localized_hop",
+        "trace_localized_address",
+    ]
+    sub = df.loc[is_trace, names].astype(object)
+    sub = sub[sub["failure"].isna() & sub["trace_trigger"].notna() & sub["trace_control"].notna()]
+    key = ["run_id", "app", "transaction_id", "trace_trigger"]
+    sub["transaction_id"] = sub["transaction_id"].where(sub["transaction_id"].notna(), -1)
+    control = sub["trace_control"].astype(bool)
+    controls = sub[control].assign(localized=sub["trace_localized_hop"].notna())
+    clean = controls.groupby(key)["localized"].any().reset_index()
+    clean = clean[~clean["localized"]].drop(columns="localized")
+    triggers = sub[~control].merge(clean, on=key, how="inner")
+    if triggers.empty:
+        return empty
+    found = []
+    for (run_id, app), group in triggers.groupby(["run_id", "app"], sort=True):
+        hops: dict[str, set[int]] = {}
+        routers: set[tuple[int, str]] = set()
+        for trigger, hop, address in group[
+            ["trace_trigger", "trace_localized_hop", "trace_localized_address"]
+        ].itertuples(index=False, name=None):
+            if pd.isna(hop):
+                continue
+            hops.setdefault(str(trigger), set()).add(int(hop))
+            if pd.notna(address):
+                routers.add((int(hop), str(address)))
+        every = sorted(set().union(*hops.values())) if hops else []
+        pairs = sorted((t, h) for t, hs in hops.items() for h in hs)
+        found.append(
+            {
+                "run_id": run_id,
+                "app": app,
+                "traces": len(group),
+                "trace_hops": " ".join(f"{t}:{h}" for t, h in pairs) if pairs else None,
+                "trace_addresses": (
+                    " ".join(f"{h}:{a}" for h, a in sorted(routers)) if routers else None
+                ),
+                "trace_hop_min": float(every[0]) if every else np.nan,
+                "trace_hop_max": float(every[-1]) if every else np.nan,
+                "trace_split": _split(hops),
+            }
+        )
+    return pd.DataFrame(found)[columns]
+
+
+def _merge_traces(table: pd.DataFrame, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """TRACE_COLUMNS for the rows of ``table`` (run_id, app), filled for rows without traces."""
+    traces = trace_features(df)
+    n = len(table)
+    out = {}
+    merged = None if traces.empty else table.merge(traces, on=["run_id", "app"], how="left")
+    for name, (dtype, _meaning) in TRACE_COLUMNS.items():
+        kind = object if dtype == "string" else np.float64 if dtype == "float64" else dtype
+        if merged is None:
+            out[name] = np.full(n, _TRACE_EMPTY[dtype], dtype=kind)
+            continue
+        column = merged[name].astype(object)
+        out[name] = column.where(column.notna(), _TRACE_EMPTY[dtype]).to_numpy(dtype=kind)
+    return out
+
+
 # --- level 2: per (run, app) ---------------------------------------------------------------------
 
 # The columns app_features returns, with what each means; verdicts() reports them as figures.
@@ -1000,6 +1124,7 @@ FEATURE_COLUMNS: Final[dict[str, str]] = {
     "controls_failed": "of those, failed",
     "control_share_failed": "controls_failed / controls (NA without controls)",
     **{name: meaning for name, (_dtype, meaning) in CALLFLOW_COLUMNS.items()},
+    **{name: meaning for name, (_dtype, meaning) in TRACE_COLUMNS.items()},
     "probe_cc": "country of the run",
     "probe_asn": "network of the run",
     "probe_network_type": "wifi, mobile, wired or unknown, as the volunteer said",
@@ -1157,6 +1282,7 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         control_share = np.where(c_n > 0, c_f / np.maximum(c_n, 1), np.nan)
     keys = pd.DataFrame({"run_id": np.asarray(run_cats, dtype=object)[a_run], "app": app_names})
     calls = _merge_callflow(keys, df)
+    traces = _merge_traces(keys, df)
     # The run's best random-bytes control flow: UDP that is neither STUN nor call-shaped, echoed
     # by the ringprobe reflector. It tells a network that fails UDP from one that filters STUN.
     best_control = np.full(n_runs, np.nan)
@@ -1200,6 +1326,7 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
             "controls_failed": c_f,
             "control_share_failed": control_share,
             **calls,
+            **traces,
             **meta,
             "start_time": pd.to_datetime(first_start[a_run], utc=True),
         }
@@ -1229,6 +1356,8 @@ __all__ = [
     "TARGET_STATUSES",
     "THROTTLE_MAX_BPS",
     "THROTTLE_RATIO",
+    "TRACE_CHECK",
+    "TRACE_COLUMNS",
     "UNTHROTTLED_RATIO",
     "FailClass",
     "Targets",
@@ -1240,4 +1369,5 @@ __all__ = [
     "record_steps",
     "step_of",
     "target_table",
+    "trace_features",
 ]

@@ -107,6 +107,12 @@ RECORD_SCHEMA: Final = pa.schema(
                     ("body_bytes", pa.int64()),
                     ("throughput_bps", _F64),
                     ("deadline_cut", pa.bool_()),
+                    # trace records (probe.checks.trace): where the trigger met interference
+                    ("trigger", _STR),
+                    ("control", pa.bool_()),
+                    ("interference", _STR),
+                    ("localized_hop", pa.int64()),
+                    ("localized_address", _STR),
                 ]
             ),
         ),
@@ -571,6 +577,11 @@ def _record_columns(table: pa.Table) -> dict[str, Any]:
         "throughput_bps": detail("throughput_bps"),
         # The runner writes the key only when the deadline cut a check, so absent means not cut.
         "deadline_cut": pc.fill_null(cut, False),
+        "trace_trigger": detail("trigger"),
+        "trace_control": detail("control"),
+        "trace_interference": detail("interference"),
+        "trace_localized_hop": detail("localized_hop"),
+        "trace_localized_address": detail("localized_address"),
     }
 
 

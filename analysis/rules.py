@@ -11,7 +11,9 @@ fires) reading call-flow, relay and reflector columns, without touching the rule
 The call-flow rules (``CALLFLOW_RULES``) come first among them: a call-shaped flow measured
 against its own control is direct evidence of what happens to call media, where a silent relay
 only says that one address did not answer. When the flows show nothing (or the run has none,
-or the reflector echoed not even the control) the relay rules decide as before. ``RULES`` is
+or the reflector echoed not even the control) the relay rules decide as before. No rule reads
+the traces: ``apply_rules`` appends to the sentence of an interference verdict
+(``INTERFERENCE_VERDICTS``) where on the path a trace localized it (``trace_clause``). ``RULES`` is
 public so a researcher can read, in order, what fires::
 
     for rule in analysis.RULES:
@@ -988,6 +990,62 @@ RULES: Final[tuple[Rule, ...]] = (
 RULE_NAMES: Final = tuple(rule.name for rule in RULES)
 
 
+# --- where: the trace clause of the interference verdicts' sentences -----------------------------
+
+# Verdicts that say something on the path interferes; their sentences say where, when a trace did.
+INTERFERENCE_VERDICTS: Final = (
+    "blocked",
+    "throttled",
+    "calls_blocked",
+    "calls_throttled",
+    "calls_cut",
+)
+
+
+def _after(hop: int, routers: list[str]) -> str:
+    if hop == 0:
+        return "before the first router"
+    return f"after hop {hop}" + (f" ({', '.join(routers)})" if routers else "")
+
+
+def _by(triggers: list[str]) -> str:
+    names = triggers[0] if len(triggers) == 1 else ", ".join(triggers[:-1]) + " and " + triggers[-1]
+    return f"by the {names} trace" + ("s" if len(triggers) > 1 else "")
+
+
+def trace_clause(traces: int, hops: object, addresses: object) -> str:
+    """``; interference localized after hop 2 (198.51.100.5) by the tls trace`` from a row's
+    ``traces``, ``trace_hops`` and ``trace_addresses`` (features.TRACE_COLUMNS); "" without a
+    trace that is evidence."""
+    if not traces:
+        return ""
+    if not isinstance(hops, str) or not hops:
+        plural = "s" if traces > 1 else ""
+        return f"; {traces} trace{plural} of the path localized no interference"
+    at: dict[int, list[str]] = {}
+    for item in hops.split():
+        trigger, _, hop = item.rpartition(":")
+        at.setdefault(int(hop), []).append(trigger)
+    routers: dict[int, list[str]] = {}
+    if isinstance(addresses, str):
+        for item in addresses.split():
+            hop, _, address = item.partition(":")
+            routers.setdefault(int(hop), []).append(address)
+    parts = [f"{_after(hop, routers.get(hop, []))} {_by(sorted(at[hop]))}" for hop in sorted(at)]
+    if len(parts) == 1:
+        return f"; interference localized {parts[0]}"
+    low, high = min(at), max(at)
+    return f"; interference localized between hops {low} and {high}: " + ", ".join(parts)
+
+
+def _trace_clauses(f: pd.DataFrame) -> np.ndarray:
+    """The trace clause of each row (a feature table made elsewhere may lack trace_addresses)."""
+    none = pd.Series(None, index=f.index, dtype=object)
+    hops, addresses = f.get("trace_hops", none), f.get("trace_addresses", none)
+    rows = zip(f["traces"].tolist(), hops.tolist(), addresses.tolist(), strict=True)
+    return np.array([trace_clause(int(n), h, a) for n, h, a in rows], dtype=object)
+
+
 def apply_rules(features: pd.DataFrame, rules: Sequence[Rule] = RULES) -> pd.DataFrame:
     """Columns verdict, layer, mechanism, rule and evidence for each row of ``features``
     (same index): the first rule whose condition holds decides."""
@@ -1001,6 +1059,8 @@ def apply_rules(features: pd.DataFrame, rules: Sequence[Rule] = RULES) -> pd.Dat
         mask = chosen == i
         if mask.any():
             evidence[mask] = rule.explain(features[mask]).to_numpy(dtype=object)
+            if rule.verdict in INTERFERENCE_VERDICTS and "traces" in features.columns:
+                evidence[mask] += _trace_clauses(features[mask])
 
     def pick(values: list[str | None]) -> np.ndarray:
         return np.array([*values, None], dtype=object)[chosen]
@@ -1020,6 +1080,7 @@ def apply_rules(features: pd.DataFrame, rules: Sequence[Rule] = RULES) -> pd.Dat
 __all__ = [
     "APP_NAMES",
     "CALLFLOW_RULES",
+    "INTERFERENCE_VERDICTS",
     "LAYERS",
     "MECHANISMS",
     "RULES",
@@ -1028,4 +1089,5 @@ __all__ = [
     "Rule",
     "app_name",
     "apply_rules",
+    "trace_clause",
 ]

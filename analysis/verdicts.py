@@ -21,6 +21,10 @@ How it reads the records (details in ``analysis.features`` and ``analysis.rules`
   exclusion (they are the reference; a baseline run that is not ``ok`` is itself worth a look,
   and ``ringprobe run --ci`` from a baseline vantage wants its verdicts). Filter on ``vantage``
   to leave them out of aggregates.
+* **Traces** (``trace`` records, ``ringprobe run --localize``) decide nothing: they add where on
+  the path interference happens (``traces``, ``trace_hops``, ``trace_hop_min``/``_max``,
+  ``trace_split``; features.TRACE_COLUMNS) and, for an interference verdict, a clause saying so
+  at the end of ``evidence``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from analysis.features import (
     CALLFLOW_COLUMNS,
     FAIL_CLASSES,
     FEATURE_COLUMNS,
+    TRACE_COLUMNS,
     Targets,
     app_features,
     baseline_failures,
@@ -88,6 +93,8 @@ VERDICT_COLUMNS: Final[dict[str, str]] = {
     "controls_failed": "int64",
     # The call-flow figures (features.CALLFLOW_COLUMNS says what each means).
     **{name: dtype for name, (dtype, _meaning) in CALLFLOW_COLUMNS.items()},
+    # Where on the path interference happens (features.TRACE_COLUMNS).
+    **{name: dtype for name, (dtype, _meaning) in TRACE_COLUMNS.items()},
     "probe_cc": "string",
     "probe_asn": "string",
     "probe_network_type": "string",
