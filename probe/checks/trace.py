@@ -16,8 +16,9 @@ Triggers (``TRIGGERS``) and their controls:
               established TCP connection; control: the same with the neutral SNI (ctx.neutral_sni);
 ``whatsapp``  WhatsApp's chat prologue (probe.protocols.whatsapp) on TCP; control: random bytes of
               its length, not starting with ``WA``;
-``stun``      a STUN Binding request with FINGERPRINT (RFC 5389 §7.1), UDP; control: random bytes
-              of its length without the magic cookie at bytes 4-7;
+``stun``      a STUN Binding request (RFC 5389 §6, no attributes), UDP; control: the classic
+              (RFC 3489) Binding request, the same 20 bytes with a random transaction id where
+              the magic cookie was, which servers with backward compatibility still answer;
 ``call``      the first datagram of the app's call flow (probe.checks.call_flow's framing:
               WhatsApp's STUN Allocate, Telegram's reflector hello), UDP; control: the call flow's
               own control (the framing replaced by random bytes).
@@ -214,10 +215,10 @@ def build_probe(
             wire = _random_unlike(len(wire), rng, lambda b: b.startswith(b"WA"))
         return Probe(trigger, control, "tcp", wire, not control)
     if trigger == "stun":
-        wire = stun.binding_request(rng.randbytes(stun.TXID_LEN), fingerprint=True)
+        # No FINGERPRINT: trigger and control then differ only in bytes 4-7, the cookie.
+        wire = stun.binding_request(rng.randbytes(stun.TXID_LEN), fingerprint=False)
         if control:
-            cookie = stun.MAGIC_COOKIE.to_bytes(4, "big")
-            wire = _random_unlike(len(wire), rng, lambda b: b[4:8] == cookie)
+            wire = classic_binding_request(rng)
         return Probe(trigger, control, "udp", wire, not control)
     if trigger == "call":
         framing = CALL_FRAMINGS.get(app)
@@ -234,6 +235,21 @@ def build_probe(
         body = _Framer(framing, control, rng).body(0, size)
         return Probe(trigger, control, "udp", body + rng.randbytes(echo.TRAILER_LEN), False)
     raise ValueError(f"unknown trigger {trigger!r} (one of {', '.join(TRIGGERS)})")
+
+
+# RFC 3489 §11.1: a classic STUN header is type (2), length (2) and a 16-byte transaction id,
+# whose first 4 bytes RFC 5389 §6 later fixed as the magic cookie.
+CLASSIC_TXID_LEN: Final = 16
+
+
+def classic_binding_request(rng: random.Random) -> bytes:
+    """The stun trigger's control: an RFC 3489 Binding request, the same message without the
+    magic cookie (a random transaction id in its place). Servers that keep RFC 3489 backward
+    compatibility (RFC 5389 §12; coturn does by default) answer it, so at the last hop the
+    control's answer shows the path goes on where a cookie filter drops the trigger."""
+    cookie = stun.MAGIC_COOKIE.to_bytes(4, "big")
+    txid = _random_unlike(CLASSIC_TXID_LEN, rng, lambda b: b[:4] == cookie)
+    return stun.BINDING_REQUEST.to_bytes(2, "big") + b"\x00\x00" + txid
 
 
 def client_hello(sni: str, ssl_context: ssl.SSLContext | None = None) -> bytes:

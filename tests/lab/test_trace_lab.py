@@ -8,11 +8,11 @@ twin), while its control reaches the border (hop 3) at the same TTL and is not l
 - signal-sni-rst (a RST for ClientHellos naming signal.org): the ``tls`` trigger: ``rst``;
 - wa-prologue-rst (a RST for the WA prologue): the ``whatsapp`` trigger: ``rst``;
 - an open lab: the stun trigger reaches the STUN server at TTL 4, every router answering;
-- signal-sni-rst placed at the border (hop 3, ``placement = "border"``): ``rst`` at TTL 4,
-  localized at hop 3 (the neutral-SNI control gets its ServerHello there); wa-prologue-rst and
-  calls-stun-cookie-drop at the border: not localized, as their controls (random bytes) get no
-  answer from the destination beyond the last router either, so nothing tells the censor's
-  reset or drop from the server's own refusal.
+- signal-sni-rst and calls-stun-cookie-drop placed at the border (hop 3, ``placement =
+  "border"``): ``rst`` / ``drop`` at TTL 4, localized at hop 3, because the controls (the neutral
+  SNI; the cookie-less RFC 3489 Binding) are answered by the destination there;
+  wa-prologue-rst at the border: not localized, as its control (random bytes) gets no answer
+  from the chat server either, so nothing tells the censor's reset from the server's refusal.
 
 Each trace runs in the client namespace (a child interpreter, as tests/lab/clientcheck.py runs
 checks), with an allow-list of the lab's ranges alone. Packet counts are asserted: one datagram
@@ -183,7 +183,8 @@ def test_open_lab_stun_trace_reaches_the_server(lab: Lab) -> None:
     assert trigger["ttls_traced"] == 4  # the answer ends the trace
     assert trigger["first_interfering_ttl"] is None
     assert control["first_interfering_ttl"] is None
-    assert control["hops"][3]["outcome"] == "silent"  # STUN ignores random bytes
+    # coturn keeps RFC 3489 backward compatibility: the cookie-less control is answered too
+    assert control["hops"][3]["outcome"] == "answered"
     _assert_udp_packets(records)
 
 
@@ -194,11 +195,12 @@ def test_stun_cookie_drop_is_localized_at_the_tspu(lab: Lab, version: int) -> No
             lab, "stun", _address(lab, "neutral-stun", version), 3478, app="control"
         )
     _assert_localized_at_hop_2(records, "drop", version)
-    # the trigger is silent from TTL 3 on; the trace gives up after DEFAULT_STOP_AFTER_DARK TTLs
-    # with no router answering either probe
-    trigger = records["trigger"]["details"]
+    # the trigger is silent from TTL 3 on, while its control (the cookie-less RFC 3489 Binding)
+    # is answered by the server at TTL 4, which ends the trace
+    trigger, control = records["trigger"]["details"], records["control"]["details"]
     assert {h["outcome"] for h in trigger["hops"][2:]} == {"silent"}
-    assert trigger["ttls_traced"] == 3 + tr.DEFAULT_STOP_AFTER_DARK
+    assert control["hops"][3]["outcome"] == "answered"
+    assert trigger["ttls_traced"] == 4
     _assert_udp_packets(records)
 
 
@@ -265,16 +267,12 @@ def test_whatsapp_prologue_rst_at_the_border_is_not_claimed(lab: Lab) -> None:
     _assert_tcp_packets(records)
 
 
-def test_a_drop_at_the_border_shows_only_where_the_control_is_answered(lab: Lab) -> None:
-    # STUN dropped at hop 3, the last router: at TTL 4 the trigger reaches the STUN server's
-    # namespace no more, but its control (random bytes) is not answered there either, so no
-    # probe says the path went on: the trace must not claim a hop. (A drop is localized by a
-    # control that gets an answer or a router beyond it; see the tspu case above.)
+def test_a_stun_drop_at_the_border_is_localized_at_hop_3(lab: Lab) -> None:
+    # STUN dropped by its cookie at hop 3, the last router: at TTL 4 the trigger gets nothing
+    # while its control, the cookie-less RFC 3489 Binding, is answered by the STUN server, so the
+    # path goes on for the control: the drop sits after hop 3.
     with applied(lab, "calls-stun-cookie-drop", placement="border"):
         records = run_trace(lab, "stun", _address(lab, "neutral-stun", 4), 3478, app="control")
-    trigger, control = records["trigger"]["details"], records["control"]["details"]
-    assert [h["hop"] for h in trigger["hops"][:3]] == _routers(4)  # the rule sits after hop 3
-    assert trigger["first_interfering_ttl"] is None
-    assert trigger["localized_hop"] is None
-    assert control["localized_hop"] is None
+    _assert_localized(records, "drop", 4, hop=3)
+    assert records["control"]["details"]["hops"][3]["outcome"] == "answered"
     _assert_udp_packets(records)

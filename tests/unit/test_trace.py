@@ -254,10 +254,12 @@ def test_payloads_and_their_controls() -> None:
     stun_trigger = tr.build_probe("stun", control=False, app="whatsapp", rng=rng)
     assert stun.is_stun(stun_trigger.payload)
     assert stun_trigger.payload[4:8] == COOKIE
+    assert len(stun_trigger.payload) == 20  # a bare Binding request: only the cookie differs
     for _ in range(50):
         ctrl = tr.build_probe("stun", control=True, app="whatsapp", rng=rng)
         assert len(ctrl.payload) == len(stun_trigger.payload)
-        assert ctrl.payload[4:8] != COOKIE
+        assert ctrl.payload[:4] == stun_trigger.payload[:4]  # Binding, no attributes
+        assert ctrl.payload[4:8] != COOKIE  # RFC 3489: transaction id where the cookie was
         assert not ctrl.expects_answer
     wa = tr.build_probe("whatsapp", control=False, app="whatsapp", rng=rng)
     wa_ctrl = tr.build_probe("whatsapp", control=True, app="whatsapp", rng=rng)
