@@ -31,7 +31,7 @@ from tests.fakes.tls_server import FakePKI, FakeTLSServer
 from tests.fakes.udp_server import LOOPBACK, FakeUdpServer, silent
 from tests.recordcheck import assert_valid
 from tests.unit.test_check_whatsapp import hello_answer
-from tests.unit.test_trace import _stun_answer, needs_raw
+from tests.unit.test_trace import _stun_answer, forbid_raw_sockets, needs_raw
 
 # Segments one TCP probe may send: SYN, ACK, the payload, ACKs of the server's flight, the
 # closing RST (tests/unit/test_trace.py sees 4 to 8 on loopback).
@@ -244,14 +244,7 @@ async def test_traces_start_only_while_the_deadline_holds_their_budget(tmp_path:
 async def test_without_raw_sockets_the_traces_say_so_and_send_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_socket = socket.socket
-
-    def no_raw(*args: Any, **kwargs: Any) -> socket.socket:
-        if kwargs.get("type", args[1] if len(args) > 1 else None) == socket.SOCK_RAW:
-            raise PermissionError(1, "Operation not permitted")
-        return real_socket(*args, **kwargs)
-
-    monkeypatch.setattr(tr.socket, "socket", no_raw)
+    forbid_raw_sockets(monkeypatch)
     async with FakeUdpServer(_stun_answer) as server:
         targets = [_target("ctl-stun", "control", "udp", "stun", server.port)]
         result = await _execute(targets, _ctx(), tmp_path, QUICK)

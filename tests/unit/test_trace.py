@@ -424,7 +424,8 @@ async def test_a_refused_connect_ends_the_trace_and_counts_its_syn() -> None:
     assert pair.trigger.details["packets_sent"] == 0
 
 
-async def test_without_raw_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+def forbid_raw_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the trace check's raw sockets fail as they do without root or CAP_NET_RAW."""
     real_socket = socket.socket
 
     def no_raw(*args: Any, **kwargs: Any) -> socket.socket:
@@ -433,6 +434,10 @@ async def test_without_raw_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatc
         return real_socket(*args, **kwargs)
 
     monkeypatch.setattr(tr.socket, "socket", no_raw)
+
+
+async def test_without_raw_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_raw_sockets(monkeypatch)
     ctx = CheckContext(timeout=1.0)
     async with FakeUdpServer(_stun_answer) as server:
         pair = await tr.trace(ctx, _target(server.port, "stun"), LOOPBACK, 1, trigger="stun")
