@@ -868,7 +868,8 @@ CALLFLOW_COLUMNS: Final[dict[str, tuple[str, str]]] = {
     "call_rtt_slope_ms_s": ("float64", "slope of the call flow's per-bin median RTT, ms per s"),
     "control_rtt_slope_ms_s": ("float64", "the same for its control"),
 }
-_CALLFLOW_EMPTY: Final = {"int64": 0, "float64": np.nan, "bool": False}
+# The value a per-app column takes on a row without a call test (or trace), by dtype.
+_EMPTY: Final = {"int64": 0, "float64": np.nan, "bool": False, "string": None}
 
 
 def _flow_tests(
@@ -935,23 +936,21 @@ def callflow_features(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(found)[columns]
 
 
-def _merge_callflow(table: pd.DataFrame, df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """CALLFLOW_COLUMNS for the rows of ``table`` (run_id, app), filled for rows without tests."""
-    flows = callflow_features(df)
+def _merge_per_app(
+    table: pd.DataFrame, found: pd.DataFrame, columns: dict[str, tuple[str, str]]
+) -> dict[str, np.ndarray]:
+    """``columns`` of ``found`` (run_id, app, ...) for the rows of ``table`` (run_id, app), rows
+    without a match filled with their dtype's empty value (_EMPTY)."""
     n = len(table)
-    if flows.empty:
-        return {
-            name: np.full(
-                n, _CALLFLOW_EMPTY[dtype], dtype=np.float64 if dtype == "float64" else dtype
-            )
-            for name, (dtype, _meaning) in CALLFLOW_COLUMNS.items()
-        }
-    merged = table[["run_id", "app"]].merge(flows, on=["run_id", "app"], how="left")
+    merged = None if found.empty else table.merge(found, on=["run_id", "app"], how="left")
     out = {}
-    for name, (dtype, _meaning) in CALLFLOW_COLUMNS.items():
+    for name, (dtype, _meaning) in columns.items():
+        kind = object if dtype == "string" else np.float64 if dtype == "float64" else dtype
+        if merged is None:
+            out[name] = np.full(n, _EMPTY[dtype], dtype=kind)
+            continue
         column = merged[name].astype(object)
-        column = column.where(column.notna(), _CALLFLOW_EMPTY[dtype])
-        out[name] = column.to_numpy(dtype=np.float64 if dtype == "float64" else dtype)
+        out[name] = column.where(column.notna(), _EMPTY[dtype]).to_numpy(dtype=kind)
     return out
 
 
@@ -986,7 +985,6 @@ TRACE_COLUMNS: Final[dict[str, tuple[str, str]]] = {
         "share no hop (e.g. the tls trace after hop 2, the stun trace after hop 3)",
     ),
 }
-_TRACE_EMPTY: Final = {"int64": 0, "float64": np.nan, "bool": False, "string": None}
 
 
 def _split(hops_by_trigger: dict[str, set[int]]) -> bool:
@@ -1059,22 +1057,6 @@ def trace_features(df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(found)[columns]
-
-
-def _merge_traces(table: pd.DataFrame, df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """TRACE_COLUMNS for the rows of ``table`` (run_id, app), filled for rows without traces."""
-    traces = trace_features(df)
-    n = len(table)
-    out = {}
-    merged = None if traces.empty else table.merge(traces, on=["run_id", "app"], how="left")
-    for name, (dtype, _meaning) in TRACE_COLUMNS.items():
-        kind = object if dtype == "string" else np.float64 if dtype == "float64" else dtype
-        if merged is None:
-            out[name] = np.full(n, _TRACE_EMPTY[dtype], dtype=kind)
-            continue
-        column = merged[name].astype(object)
-        out[name] = column.where(column.notna(), _TRACE_EMPTY[dtype]).to_numpy(dtype=kind)
-    return out
 
 
 # --- level 2: per (run, app) ---------------------------------------------------------------------
@@ -1281,8 +1263,8 @@ def app_features(df: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         c_n, c_f = controls[a_run], controls_failed[a_run]
         control_share = np.where(c_n > 0, c_f / np.maximum(c_n, 1), np.nan)
     keys = pd.DataFrame({"run_id": np.asarray(run_cats, dtype=object)[a_run], "app": app_names})
-    calls = _merge_callflow(keys, df)
-    traces = _merge_traces(keys, df)
+    calls = _merge_per_app(keys, callflow_features(df), CALLFLOW_COLUMNS)
+    traces = _merge_per_app(keys, trace_features(df), TRACE_COLUMNS)
     # The run's best random-bytes control flow: UDP that is neither STUN nor call-shaped, echoed
     # by the ringprobe reflector. It tells a network that fails UDP from one that filters STUN.
     best_control = np.full(n_runs, np.nan)
