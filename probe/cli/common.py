@@ -24,14 +24,30 @@ def split_apps(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(apps))
 
 
-def catalog_options(func: F) -> F:
-    """--apps and --targets, as `run` and `targets` both take them."""
-    func = click.option(
+def targets_option(func: F) -> F:
+    """--targets, a catalog file in place of the built-in one (run, targets, trace)."""
+    return click.option(
         "--targets",
         "targets_file",
         type=click.Path(dir_okay=False, path_type=Path),
         help="A catalog file (TOML) that replaces the built-in catalog.",
     )(func)
+
+
+def allow_net_option(func: F) -> F:
+    """--allow-net, the networks the command may contact (run, trace)."""
+    return click.option(
+        "--allow-net",
+        multiple=True,
+        metavar="CIDR",
+        help="Only ever contact addresses in these networks (repeatable; adds to "
+        "RINGPROBE_ALLOW_NETS). Anything else fails with address_not_allowed and is never sent.",
+    )(func)
+
+
+def catalog_options(func: F) -> F:
+    """--apps and --targets, as `run` and `targets` both take them."""
+    func = targets_option(func)
     func = click.option(
         "--apps",
         multiple=True,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from probe.cli import trace as trace_cli
-from probe.cli.common import catalog_options, load_selected
+from probe.cli.common import allow_net_option, catalog_options, load_selected
 
 if TYPE_CHECKING:
     from probe.checks.base import CheckContext
@@ -44,13 +44,7 @@ MIN_SECRET_BYTES = 16
     show_default=True,
     help="Directory for the records (.jsonl) and the run manifest.",
 )
-@click.option(
-    "--allow-net",
-    multiple=True,
-    metavar="CIDR",
-    help="Only ever contact addresses in these networks (repeatable; adds to "
-    "RINGPROBE_ALLOW_NETS). Anything else fails with address_not_allowed and is never sent.",
-)
+@allow_net_option
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

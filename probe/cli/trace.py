@@ -8,10 +8,11 @@ import json
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from probe.cli.common import allow_net_option, targets_option
 
 if TYPE_CHECKING:
     from probe.checks.base import CheckContext
@@ -77,19 +78,8 @@ EXIT_FAILED = 1
     show_default=True,
     help="Seconds a TCP connect (at full TTL) or a DNS lookup may take.",
 )
-@click.option(
-    "--allow-net",
-    multiple=True,
-    metavar="CIDR",
-    help="Only ever contact addresses in these networks (repeatable; adds to "
-    "RINGPROBE_ALLOW_NETS).",
-)
-@click.option(
-    "--targets",
-    "targets_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A catalog file (TOML) that replaces the built-in catalog.",
-)
+@allow_net_option
+@targets_option
 @click.option("--json", "as_json", is_flag=True, help="Print both records as one JSON object.")
 def command(**options: Any) -> None:
     """Localize interference: send the app's triggering packet (and its control) with TTL 1, 2,
