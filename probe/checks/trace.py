@@ -15,13 +15,17 @@ Triggers (``TRIGGERS``) and their controls:
 ``tls``       a TLS ClientHello (made by the ssl module) naming the app's host as SNI, written on an
               established TCP connection; control: the same with the neutral SNI (ctx.neutral_sni);
 ``whatsapp``  WhatsApp's chat prologue (probe.protocols.whatsapp) on TCP; control: random bytes of
-              its length, not starting with ``WA``;
+              its length, not starting with ``WA`` (the server does not answer them, but its TCP
+              acknowledges them: see ``acked`` below);
 ``stun``      a STUN Binding request (RFC 5389 §6, no attributes), UDP; control: the classic
               (RFC 3489) Binding request, the same 20 bytes with a random transaction id where
               the magic cookie was, which servers with backward compatibility still answer;
 ``call``      the first datagram of the app's call flow (probe.checks.call_flow's framing:
               WhatsApp's STUN Allocate, Telegram's reflector hello), UDP; control: the call flow's
-              own control (the framing replaced by random bytes).
+              own control (the framing replaced by random bytes). Sent to a ringprobe reflector
+              with its secret (``secret``), both carry a signed echo trailer (probe.protocols.echo,
+              a new sequence number per TTL) and both expect the reflector's echo; else the
+              trailer is random bytes and nobody answers either.
 
 Each probe (one payload at one TTL) uses a fresh socket, so the ICMP errors it causes are told
 apart by its local port. TCP: connect with the normal TTL, then set ``IP_TTL`` /
@@ -43,11 +47,17 @@ Per TTL the outcome of a probe is (``outcome_of``): ``reset`` (a TCP RST), ``ans
 from the destination), ``time_exceeded`` (ICMP from a router; ``hop`` is its address),
 ``unreachable`` (ICMP destination unreachable; ``hop`` is who sent it, or null when only the
 socket said so), ``closed`` (the TCP peer closed), ``silent`` (nothing within ``wait`` seconds).
+Beside it, ``acked`` (TCP only; null for UDP): the destination's TCP acknowledged the whole
+payload (tcpi_bytes_acked grew by its length during the probe), so the payload reached the
+server, whatever the server did next. That is what shows the path going on at the last hop for
+a control the server does not answer (the whatsapp trigger's random bytes).
 Interference at a TTL (``interference``), judged against the other trace of the pair: the
-reference's probe at that TTL reached a router (``time_exceeded``), or the destination answered
-it and this probe expects an answer too, while this probe was ``reset`` (``rst``), got nothing
-(``drop``), was closed (``fin``) or got an unreachable from someone other than the destination
-(``reject``).
+reference's probe at that TTL reached a router (``time_exceeded``), or reached the destination
+(its payload ``acked``, or answered while this probe expects an answer too), while this probe
+was ``reset`` (``rst``), got nothing (``drop``), was closed (``fin``) or got an unreachable from
+someone other than the destination (``reject``). A probe whose own payload was acked met no
+interference, unless it expects an answer and was reset instead (an injector that lets the
+packet on and resets the connection).
 
 A trace ends early (``should_stop``) once the control reached the destination or the trigger
 was answered there, or after ``stop_after_dark`` TTLs in a row at which no router answered
@@ -59,13 +69,14 @@ payload and the kernel's retransmissions of it within ``wait`` seconds, and one 
 count each segment, from TCP_INFO). Time: ``time_budget``.
 
 details (each record): ``trigger``, ``control`` (bool), ``transport``, ``payload_bytes``,
-``sni`` (tls), ``max_ttl``, ``wait``, ``hops`` (per TTL traced: ``ttl``, ``outcome``, ``hop``,
-``rtt`` (seconds from the send to what decided the outcome, null when silent), ``packets``,
-``interference`` (null or the mechanism)), ``first_interfering_ttl``, ``interference`` (its
-mechanism), ``localized_hop`` (the TTL of the last router before it: 0 means before the first
-router), ``localized_address`` (that router's address, null when unknown), ``reached`` (the
-destination answered or sent an ICMP error itself), ``destination_ttl``, ``ttls_traced``,
-``packets_sent``.
+``sni`` (tls), ``signed`` (call: echo trailers under the reflector's secret), ``max_ttl``,
+``wait``, ``hops`` (per TTL traced: ``ttl``, ``outcome``, ``hop``, ``rtt`` (seconds from the
+send to what decided the outcome, null when silent), ``packets``, ``acked``, ``interference``
+(null or the mechanism)), ``first_interfering_ttl``, ``interference`` (its mechanism),
+``localized_hop`` (the TTL of the last router before it: 0 means before the first router),
+``localized_address`` (that router's address, null when unknown), ``reached`` (the destination
+answered, acknowledged the payload or sent an ICMP error itself), ``destination_ttl``,
+``ttls_traced``, ``packets_sent``.
 failures: ``raw_socket_not_permitted`` (no root / CAP_NET_RAW: nothing sent);
 ``address_not_allowed``; a failed TCP connect at full TTL as base.classify names it (the trace
 ends there; both records carry it).
@@ -120,6 +131,7 @@ __all__ = [
     "pick_target",
     "resolve_host",
     "should_stop",
+    "tcp_bytes_acked",
     "tcp_segments_out",
     "time_budget",
     "trace",
@@ -170,6 +182,9 @@ _IPV6_HEADER: Final = 40  # RFC 8200 §3
 # before it tcpi_total_retrans (u32) at byte 100.
 _TCPI_TOTAL_RETRANS: Final = 100
 _TCPI_SEGS_OUT: Final = 136
+# The same header: tcpi_bytes_acked (u64, RFC 4898 tcpEStatsAppHCThruOctetsAcked) at byte 120
+# since Linux 4.1.
+_TCPI_BYTES_ACKED: Final = 120
 _TCP_CLOSE: Final = 7  # include/net/tcp_states.h
 
 
@@ -188,6 +203,8 @@ class Probe:
     """Whether the destination answers this payload when nothing interferes (a control of
     random bytes gets no answer, so its silence there means nothing)."""
     sni: str | None = None
+    signed: bool = False
+    """A call probe whose trailer is signed for a ringprobe reflector, afresh at each TTL."""
 
 
 def build_probe(
@@ -198,13 +215,17 @@ def build_probe(
     sni: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     call_size: int | None = None,
+    signed: bool = False,
     rng: random.Random | None = None,
 ) -> Probe:
     """The trigger's payload, or its control's; ValueError for a trigger that cannot be made
     (unknown, a TLS trigger without an SNI, a call trigger for an app without a call framing).
     ``call_size``: the call datagram's length (a control takes its trigger's; drawn from the
-    call flow's voice sizes when None)."""
+    call flow's voice sizes when None). ``signed`` (call only): the probe goes to a ringprobe
+    reflector, which echoes it once the trace signs its trailer (trace(secret=...))."""
     rng = rng or random.Random()
+    if signed and trigger != "call":
+        raise ValueError(f"only the call trigger is signed for a reflector, not {trigger!r}")
     if trigger == "tls":
         if not sni:
             raise ValueError("the tls trigger needs a server name (SNI)")
@@ -227,13 +248,14 @@ def build_probe(
                 f"no call framing for app {app!r} (the call trigger is {', '.join(CALL_FRAMINGS)})"
             )
         # The call flow's own opening datagram and its control (call_flow._Framer), with random
-        # bytes where a reflector's echo trailer would go: no reflector is asked to echo it.
+        # bytes where the echo trailer goes: trace() signs it for a reflector (``signed``).
         if call_size is None:
             schedule = make_schedule(framing, "voice", rtp.VOICE_INTERVAL, seed=rng.getrandbits(32))
             call_size = schedule.sizes[0]
         size = call_size
         body = _Framer(framing, control, rng).body(0, size)
-        return Probe(trigger, control, "udp", body + rng.randbytes(echo.TRAILER_LEN), False)
+        wire = body + rng.randbytes(echo.TRAILER_LEN)
+        return Probe(trigger, control, "udp", wire, signed, signed=signed)
     raise ValueError(f"unknown trigger {trigger!r} (one of {', '.join(TRIGGERS)})")
 
 
@@ -459,12 +481,21 @@ def interference(
     """The mechanism of interference with one probe (``result``) judged against the other trace's
     probe at the same TTL (``reference``), or None. Only where the reference got through: to the
     router at this TTL (time-exceeded), or to the destination when this probe expects an answer
-    there too; anything else tells nothing (both lost, or a control the server ignores)."""
+    there too, or its payload was acknowledged by the destination's TCP (``acked``); anything
+    else tells nothing (both lost, or a control the server ignores)."""
     ref = reference["outcome"]
-    passed = ref == "time_exceeded" or (ref == "answered" and expects_answer)
+    passed = (
+        ref == "time_exceeded"
+        or bool(reference.get("acked"))
+        or (ref == "answered" and expects_answer)
+    )
     if not passed:
         return None
     outcome = result["outcome"]
+    if result.get("acked") and (outcome != "reset" or not expects_answer):
+        # Its payload reached the server: silence, a close or a refused control is the server's
+        # doing; only a reset instead of an answer may be an injector's that let the packet on.
+        return None
     if outcome == "reset":
         return "rst"
     if outcome == "silent":
@@ -517,9 +548,10 @@ def localize(
 
 
 def reached_at(results: Sequence[dict[str, Any]], destination: str) -> int | None:
-    """The first TTL at which the destination answered, or sent an ICMP error itself."""
+    """The first TTL at which the destination answered, acknowledged the payload (TCP) or sent
+    an ICMP error itself."""
     for index, entry in enumerate(results):
-        if entry["outcome"] == "answered" or (entry["hop"] == destination):
+        if entry["outcome"] == "answered" or entry.get("acked") or entry["hop"] == destination:
             return index + 1
     return None
 
@@ -531,13 +563,17 @@ def should_stop(
     destination: str,
     stop_after_dark: int,
 ) -> bool:
-    """After a TTL: True once the control reached the destination (answered, closed, or an ICMP
-    error from it), or the trigger was answered, or no router answered either probe for the
-    last ``stop_after_dark`` TTLs."""
+    """After a TTL: True once the control reached the destination (answered, closed, its payload
+    acknowledged, or an ICMP error from it), or the trigger was answered, or no router answered
+    either probe for the last ``stop_after_dark`` TTLs."""
     if not trigger or not control:
         return False
     last_c, last_t = control[-1], trigger[-1]
-    if last_c["outcome"] in ("answered", "closed") or last_c["hop"] == destination:
+    if (
+        last_c["outcome"] in ("answered", "closed")
+        or last_c.get("acked")
+        or last_c["hop"] == destination
+    ):
         return True
     if last_t["outcome"] == "answered":
         return True
@@ -557,6 +593,15 @@ def tcp_segments_out(info: bytes, handshake: int = 2) -> int | None:
         retrans: int = struct.unpack_from("=I", info, _TCPI_TOTAL_RETRANS)[0]
         return handshake + 1 + retrans
     return None
+
+
+def tcp_bytes_acked(info: bytes) -> int | None:
+    """The bytes a TCP socket's peer acknowledged, from its TCP_INFO (tcpi_bytes_acked); None
+    for a kernel older than 4.1, whose TCP_INFO stops before it."""
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    value: int = struct.unpack_from("=Q", info, _TCPI_BYTES_ACKED)[0]
+    return value
 
 
 def check_bounds(max_ttl: int, wait: float) -> None:
@@ -666,6 +711,19 @@ class _Trace:
     results: list[dict[str, Any]] = field(default_factory=list)
     sent: int = 0
     """Packets sent, those of a probe that failed half-way (a connect) included."""
+    secret: bytes | None = None
+    session: bytes = b""
+
+    def wire(self, ttl: int) -> bytes:
+        """What the probe at ``ttl`` sends: the payload, its trailer signed for the reflector
+        with sequence number ttl - 1 when the probe is signed (a reflector echoes each sequence
+        number once)."""
+        probe = self.probe
+        if not probe.signed or self.secret is None:
+            return probe.payload
+        kind = echo.FlowKind.CONTROL if probe.control else echo.FlowKind.CALL
+        body = probe.payload[: -echo.TRAILER_LEN]
+        return echo.build_request(self.secret, body, self.session, ttl - 1, kind)
 
 
 async def trace(
@@ -679,20 +737,32 @@ async def trace(
     max_ttl: int = DEFAULT_MAX_TTL,
     wait: float = DEFAULT_WAIT,
     stop_after_dark: int = DEFAULT_STOP_AFTER_DARK,
+    secret: bytes | None = None,
     rng: random.Random | None = None,
 ) -> TracePair:
     """Trace ``trigger`` and its control to ``address:target.port`` (an IP literal), TTL by TTL
     (module docstring). ``sni`` is the tls trigger's server name (default: the target's host).
-    Network failures become the records' failure; bad arguments raise ValueError."""
+    ``secret``: the call trigger goes to a ringprobe reflector sharing it, which echoes trigger
+    and control alike. Network failures become the records' failure; bad arguments raise
+    ValueError."""
     check_bounds(max_ttl, wait)
     if stop_after_dark < 1:
         raise ValueError(f"stop_after_dark must be at least 1, not {stop_after_dark}")
+    if secret is not None and (trigger != "call" or not secret):
+        raise ValueError("a reflector's secret signs the call trigger only, and is not empty")
     version = ipaddress.ip_address(address.split("%", 1)[0]).version  # ValueError for a name
     rng = rng or random.Random()
     sni = sni or target.host
     ssl_context = ctx.ssl_context(verify=False, alpn=ALPN_OFFER) if trigger == "tls" else None
+    signed = secret is not None
     triggering = build_probe(
-        trigger, control=False, app=target.app, sni=sni, ssl_context=ssl_context, rng=rng
+        trigger,
+        control=False,
+        app=target.app,
+        sni=sni,
+        ssl_context=ssl_context,
+        signed=signed,
+        rng=rng,
     )
     control = build_probe(
         trigger,
@@ -701,6 +771,7 @@ async def trace(
         sni=ctx.neutral_sni,
         ssl_context=ssl_context,
         call_size=len(triggering.payload),
+        signed=signed,
         rng=rng,
     )
     probes = [control, triggering]  # the control goes first at each TTL
@@ -710,7 +781,10 @@ async def trace(
     budget = trace_budget(trigger, max_ttl=max_ttl, wait=wait, timeout=ctx.timeout)
     control_step = Step(ctx, CHECK, target, address, transaction_id, budget)
     async with measured(ctx, CHECK, target, address, transaction_id, timeout=budget) as step:
-        traces = [_Trace(probes[0], control_step), _Trace(probes[1], step)]
+        traces = [
+            _Trace(probe, part, secret=secret, session=rng.randbytes(echo.SESSION_LEN))
+            for probe, part in zip(probes, (control_step, step), strict=True)
+        ]
         for entry in traces:
             _describe(entry, max_ttl, wait)
         ctx.guard(address)  # before the listener and any socket: a refused address sees nothing
@@ -765,6 +839,8 @@ def _describe(entry: _Trace, max_ttl: int, wait: float) -> None:
     )
     if probe.sni is not None:
         entry.step.details["sni"] = probe.sni
+    if probe.trigger == "call":
+        entry.step.details["signed"] = probe.signed
 
 
 def _conclude(traces: list[_Trace], destination: str) -> None:
@@ -820,6 +896,9 @@ async def _probe_once(
     packets = 0
     reading = False
     normal_ttl: int | None = None
+    payload = entry.wire(ttl)
+    acked_before: int | None = None
+    acked: bool | None = None
     try:
         if tcp:
             try:
@@ -830,6 +909,8 @@ async def _probe_once(
         else:
             sock.connect((address, port))  # UDP: sends nothing; the socket hears ICMP errors
         ctx.note_local(sock.getsockname())
+        if tcp:
+            acked_before = _bytes_acked(sock)
         normal_ttl = sock.getsockopt(level, option)
         sock.setsockopt(level, option, ttl)
         started = time.monotonic()
@@ -843,7 +924,7 @@ async def _probe_once(
         )
         loop.add_reader(sock.fileno(), _readable, sock, queue, started, loop)
         reading = True
-        await loop.sock_sendall(sock, probe.payload)
+        await loop.sock_sendall(sock, payload)
         packets = packets if tcp else 1
         deadline = started + wait
         while len(events) < MAX_EVENTS:
@@ -862,6 +943,9 @@ async def _probe_once(
             loop.remove_reader(sock.fileno())
         if tcp:
             packets = max(packets, _segments(sock, default=packets))
+            acked_after = _bytes_acked(sock)
+            if acked_before is not None and acked_after is not None:
+                acked = acked_after - acked_before >= len(payload)
             packets += _reset(sock, level, option, normal_ttl)
         sock.close()
         entry.sent += packets
@@ -872,6 +956,7 @@ async def _probe_once(
         "hop": hop,
         "rtt": None if rtt is None else round(rtt, 6),
         "packets": packets,
+        "acked": acked,
         "interference": None,
     }
 
@@ -883,6 +968,14 @@ def _segments(sock: socket.socket, *, default: int) -> int:
         return default
     counted = tcp_segments_out(info)
     return default if counted is None else counted
+
+
+def _bytes_acked(sock: socket.socket) -> int | None:
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except OSError:
+        return None
+    return tcp_bytes_acked(info)
 
 
 def _reset(sock: socket.socket, level: int, option: int, normal_ttl: int | None) -> int:

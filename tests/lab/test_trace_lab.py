@@ -8,11 +8,13 @@ twin), while its control reaches the border (hop 3) at the same TTL and is not l
 - signal-sni-rst (a RST for ClientHellos naming signal.org): the ``tls`` trigger: ``rst``;
 - wa-prologue-rst (a RST for the WA prologue): the ``whatsapp`` trigger: ``rst``;
 - an open lab: the stun trigger reaches the STUN server at TTL 4, every router answering;
-- signal-sni-rst and calls-stun-cookie-drop placed at the border (hop 3, ``placement =
-  "border"``): ``rst`` / ``drop`` at TTL 4, localized at hop 3, because the controls (the neutral
-  SNI; the cookie-less RFC 3489 Binding) are answered by the destination there;
-  wa-prologue-rst at the border: not localized, as its control (random bytes) gets no answer
-  from the chat server either, so nothing tells the censor's reset from the server's refusal.
+- the same rules placed at the border (hop 3, ``placement = "border"``), the last router before
+  the servers: ``rst`` / ``drop`` at TTL 4, localized at hop 3, because each control shows the
+  path going on to the destination there: the neutral SNI is answered, the cookie-less RFC 3489
+  Binding is answered, the prologue's random bytes are refused by the chat server but
+  acknowledged by its TCP (``acked``), and the call opening's control is echoed by the lab's
+  reflector when the trace signs both for it (its secret). Unsigned, nobody answers the call
+  opening or its control at the last hop, and the trace claims no hop there.
 
 Each trace runs in the client namespace (a child interpreter, as tests/lab/clientcheck.py runs
 checks), with an allow-list of the lab's ranges alone. Packet counts are asserted: one datagram
@@ -54,6 +56,10 @@ _SCRIPT: Final = textwrap.dedent(
     from probe.model import Target
 
     spec = json.loads(sys.argv[1])
+    secret = None
+    if spec["secret_file"]:
+        with open(spec["secret_file"], encoding="ascii") as handle:
+            secret = bytes.fromhex(handle.read().strip())
     ctx = CheckContext(
         allow=AllowList.from_sources(spec["ranges"], environ={}), timeout=spec["timeout"]
     )
@@ -65,7 +71,7 @@ _SCRIPT: Final = textwrap.dedent(
     )
     pair = asyncio.run(trace(
         ctx, target, spec["address"], 1, trigger=spec["trigger"], max_ttl=spec["max_ttl"],
-        wait=spec["wait"],
+        wait=spec["wait"], secret=secret,
     ))
     print(json.dumps({"trigger": pair.trigger.to_dict(), "control": pair.control.to_dict()}))
     """
@@ -90,10 +96,19 @@ def applied(lab: Lab, name: str | None, placement: str = "tspu") -> Iterator[Non
 
 
 def run_trace(
-    lab: Lab, trigger: str, address: str, port: int, *, app: str, host: str | None = None
+    lab: Lab,
+    trigger: str,
+    address: str,
+    port: int,
+    *,
+    app: str,
+    host: str | None = None,
+    signed: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Trace from the client namespace; both records, as dicts."""
+    """Trace from the client namespace; both records, as dicts. ``signed``: the call trigger
+    signed with the lab reflector's secret."""
     spec = {
+        "secret_file": str(lab.reflector_secret_file) if signed else None,
         "trigger": trigger,
         "address": address,
         "port": port,
@@ -248,23 +263,44 @@ def test_sni_rst_at_the_border_is_localized_at_hop_3(lab: Lab) -> None:
     _assert_tcp_packets(records)
 
 
-def test_whatsapp_prologue_rst_at_the_border_is_not_claimed(lab: Lab) -> None:
-    # The prologue reset at hop 3, the last router: at TTL 4 the trigger is reset, but the
-    # control (random bytes) is refused by the chat server itself at TTL 4, so nothing shows the
-    # path going on for the control while it stops for the trigger. The trace must say "not
-    # localized" rather than blame a hop (at the tspu, hop 2, the border's time-exceeded to the
-    # control at TTL 3 is that evidence: test_whatsapp_prologue_rst_is_localized_at_the_tspu).
+def test_whatsapp_prologue_rst_at_the_border_is_localized_at_hop_3(lab: Lab) -> None:
+    # The prologue reset at hop 3, the last router: at TTL 4 the trigger is reset, while the
+    # control's random bytes reach the chat server, which refuses them but whose TCP
+    # acknowledged them first: the path goes on for the control, so the reset sits after hop 3.
     with applied(lab, "wa-prologue-rst", placement="border"):
         records = run_trace(
             lab, "whatsapp", _address(lab, "e1.whatsapp.net", 4), 443, app="whatsapp"
         )
+    _assert_localized(records, "rst", 4, hop=3)
     trigger, control = records["trigger"]["details"], records["control"]["details"]
-    assert [h["hop"] for h in trigger["hops"][:3]] == _routers(4)
-    assert trigger["hops"][3]["outcome"] == "reset"
     assert control["hops"][3]["outcome"] != "answered", control["hops"]
+    assert control["hops"][3]["acked"] is True
+    assert trigger["hops"][3]["acked"] is False
+    assert [h["acked"] for h in control["hops"][:3]] == [False] * 3  # routers acknowledge nothing
+    assert control["reached"] is True
+    assert control["destination_ttl"] == 4
+    _assert_tcp_packets(records)
+
+
+def test_a_call_drop_at_the_border_is_localized_at_hop_3_when_signed(lab: Lab) -> None:
+    # WhatsApp's call opening (a STUN Allocate, cookie and all) dropped at hop 3: signed for the
+    # lab's reflector, the control is echoed at TTL 4 while the trigger gets nothing.
+    address = _address(lab, "reflector", 4)
+    with applied(lab, "calls-stun-cookie-drop", placement="border"):
+        signed = run_trace(lab, "call", address, 3478, app="whatsapp", signed=True)
+        unsigned = run_trace(lab, "call", address, 3478, app="whatsapp")
+    _assert_localized(signed, "drop", 4, hop=3)
+    control = signed["control"]["details"]
+    assert control["signed"] is True
+    assert control["hops"][3]["outcome"] == "answered"
+    _assert_udp_packets(signed)
+    # Unsigned, the reflector ignores both: nothing shows the path going on, no hop is claimed.
+    trigger, control = unsigned["trigger"]["details"], unsigned["control"]["details"]
+    assert [h["hop"] for h in trigger["hops"][:3]] == _routers(4)
+    assert trigger["hops"][3]["outcome"] == control["hops"][3]["outcome"] == "silent"
     assert trigger["localized_hop"] is None
     assert control["localized_hop"] is None
-    _assert_tcp_packets(records)
+    _assert_udp_packets(unsigned)
 
 
 def test_a_stun_drop_at_the_border_is_localized_at_hop_3(lab: Lab) -> None:

@@ -6,6 +6,7 @@ without it, except the test that checks the failure when it is missing)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import socket
@@ -27,6 +28,8 @@ from probe.cli import cli
 from probe.cli import trace as trace_cli
 from probe.model import Failure, Target
 from probe.protocols import stun
+from probe.reflector.config import Config as ReflectorConfig
+from probe.reflector.server import Reflector
 from probe.targets import builtin_catalog
 from tests.fakes.tls_server import FakePKI, FakeTLSServer
 from tests.fakes.udp_server import LOOPBACK, LOOPBACK6, FakeUdpServer, closed_udp_port
@@ -43,6 +46,11 @@ def _hop(outcome: str, hop: str | None = None) -> dict[str, Any]:
 
 def _te(hop: str) -> dict[str, Any]:
     return _hop("time_exceeded", hop)
+
+
+def _acked(outcome: str) -> dict[str, Any]:
+    """A TCP probe whose payload the destination's TCP acknowledged."""
+    return {**_hop(outcome), "acked": True}
 
 
 # --- ICMP parsing ---------------------------------------------------------------------------
@@ -174,6 +182,17 @@ def test_outcome_of(events: list[tr.Event], expected: tuple[str, str | None, flo
         (_hop("silent"), _hop("answered"), False, None),
         (_hop("reset"), _hop("answered"), False, None),
         (_hop("answered"), _hop("silent"), True, None),
+        # at the destination, TCP: a reference whose payload was acknowledged reached it, even
+        # when the server refused it (random bytes closed or reset by the chat server)
+        (_hop("reset"), _acked("closed"), True, "rst"),
+        (_hop("silent"), _acked("silent"), True, "drop"),
+        (_hop("reset"), _acked("reset"), False, "rst"),
+        # a probe acknowledged itself reached the server: its silence or close is the server's
+        (_acked("silent"), _acked("closed"), True, None),
+        (_acked("closed"), _acked("answered"), False, None),
+        (_acked("reset"), _acked("answered"), False, None),
+        # ... but a reset instead of the answer it expects may be an injector's
+        (_acked("reset"), _acked("closed"), True, "rst"),
     ],
 )
 def test_interference(
@@ -212,9 +231,23 @@ def test_localize_takes_the_hop_from_the_control_when_the_trigger_lost_it() -> N
     assert found == tr.Localization(2, "drop", 1, HOP1)
 
 
+def test_localize_a_reset_at_the_last_router_by_the_controls_acknowledgement() -> None:
+    # The chat server refuses random bytes (closes) but its TCP acknowledged them: the path
+    # goes on past hop 3 for the control, and the trigger is reset at TTL 4.
+    trigger = [_te(HOP1), _te(HOP2), _te(HOP3), _hop("reset")]
+    control = [_te(HOP1), _te(HOP2), _te(HOP3), _acked("closed")]
+    found = tr.localize(trigger, control, expects_answer=True, destination=DEST)
+    assert found == tr.Localization(4, "rst", 3, HOP3)
+    back = tr.localize(control, trigger, expects_answer=False, destination=DEST)
+    assert back == tr.Localization(None, None, None, None)
+    assert tr.reached_at(control, DEST) == 4
+    assert tr.reached_at(trigger, DEST) is None
+
+
 def test_should_stop() -> None:
     kwargs: dict[str, Any] = {"destination": DEST, "stop_after_dark": 2}
     assert not tr.should_stop([], [], **kwargs)
+    assert tr.should_stop([_hop("reset")], [_acked("silent")], **kwargs)
     assert not tr.should_stop([_te(HOP1)], [_te(HOP1)], **kwargs)
     assert tr.should_stop([_hop("reset")], [_hop("answered")], **kwargs)
     assert tr.should_stop([_hop("answered")], [_hop("silent")], **kwargs)
@@ -231,6 +264,13 @@ def test_tcp_segments_out() -> None:
     assert tr.tcp_segments_out(bytes(info)) == 7
     assert tr.tcp_segments_out(bytes(info[:120])) == 6  # an old kernel: 2 + 1 + 3 retransmits
     assert tr.tcp_segments_out(b"\x01") is None
+
+
+def test_tcp_bytes_acked() -> None:
+    info = bytearray(232)
+    struct.pack_into("=Q", info, 120, 517)
+    assert tr.tcp_bytes_acked(bytes(info)) == 517
+    assert tr.tcp_bytes_acked(bytes(info[:120])) is None  # before Linux 4.1
 
 
 # --- bounds and payloads ----------------------------------------------------------------------
@@ -383,6 +423,7 @@ async def test_udp_trace_hears_the_destinations_port_unreachable() -> None:
                 "hop": LOOPBACK,
                 "rtt": record.details["hops"][0]["rtt"],
                 "packets": 1,
+                "acked": None,
                 "interference": None,
             }
         ]
@@ -422,6 +463,86 @@ async def test_a_refused_connect_ends_the_trace_and_counts_its_syn() -> None:
     assert pair.control.details["packets_sent"] == 1  # the SYN
     assert pair.control.details["hops"] == []
     assert pair.trigger.details["packets_sent"] == 0
+
+
+@needs_raw
+async def test_a_server_that_reads_and_says_nothing_acknowledges_both_payloads() -> None:
+    # A chat server that takes the prologue and the random bytes alike and answers neither: its
+    # TCP acknowledges both, so both reached it at TTL 1 and neither is localized.
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read(4096)
+
+    server = await asyncio.start_server(hold, LOOPBACK, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ctx = CheckContext(timeout=1.0)
+        pair = await tr.trace(
+            ctx, _target(port, "whatsapp"), LOOPBACK, 1, trigger="whatsapp", wait=0.3
+        )
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    for record in (pair.trigger, pair.control):
+        assert_valid(record)
+        hop = record.details["hops"][0]
+        assert (hop["outcome"], hop["acked"], hop["interference"]) == ("silent", True, None)
+        assert record.details["reached"]
+        assert record.details["ttls_traced"] == 1  # the control's acknowledgement ends it
+        assert record.details["localized_hop"] is None
+
+
+@needs_raw
+@pytest.mark.parametrize("app", ["whatsapp", "telegram"])
+async def test_a_signed_call_trace_is_echoed_by_the_reflector(app: str) -> None:
+    secret = bytes(range(32))
+    config = ReflectorConfig(
+        secret=secret, bind=(LOOPBACK,), udp_ports=(0,), tls=False, stats_interval=0
+    )
+    ctx = CheckContext(timeout=1.0)
+    async with Reflector(config) as reflector:
+        port = reflector.udp_addresses[0][1]
+        pair = await tr.trace(
+            ctx,
+            _target(port, "call", app=app),
+            LOOPBACK,
+            1,
+            trigger="call",
+            wait=0.3,
+            secret=secret,
+        )
+        unsigned = await tr.trace(
+            ctx,
+            _target(port, "call", app=app),
+            LOOPBACK,
+            1,
+            trigger="call",
+            wait=0.3,
+            max_ttl=1,
+        )
+    for record in (pair.trigger, pair.control):
+        assert_valid(record)
+        assert record.details["signed"] is True
+        assert record.details["hops"][0]["outcome"] == "answered"
+        assert record.details["reached"]
+        assert record.details["packets_sent"] == record.details["ttls_traced"] == 1
+    # without the secret the reflector echoes neither: nobody answers a stranger's call
+    for record in (unsigned.trigger, unsigned.control):
+        assert record.details["signed"] is False
+        assert record.details["hops"][0]["outcome"] == "silent"
+
+
+def test_only_the_call_trigger_is_signed() -> None:
+    with pytest.raises(ValueError, match="only the call trigger"):
+        tr.build_probe("stun", control=False, app="whatsapp", signed=True)
+    signed = tr.build_probe("call", control=True, app="telegram", signed=True)
+    assert signed.signed
+    assert signed.expects_answer
+    assert not tr.build_probe("call", control=True, app="telegram").expects_answer
 
 
 def forbid_raw_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -494,6 +615,13 @@ def test_cli_constants_are_the_checks() -> None:
         (["trace", "--trigger", "whatsapp", "--app", "telegram"], "--app whatsapp"),
         (["trace", "--trigger", "call", "--app", "signal"], "no call framing"),
         (["trace", "--trigger", "stun", "--allow-net", "10.0.0.0/99"], "not an IP network"),
+        (["trace", "--trigger", "stun", "--reflector", "192.0.2.7"], "use --trigger call"),
+        (["trace", "--trigger", "call", "--reflector", "192.0.2.7"], "shared secret"),
+        (["trace", "--trigger", "call", "--reflector", "relay.example"], "not an IP address"),
+        (
+            ["trace", "--trigger", "call", "--reflector", "192.0.2.7", "--target", "192.0.2.8"],
+            "give it or --target",
+        ),
         (
             ["trace", "--trigger", "stun", "--target", "192.0.2.7", "--allow-net", "127.0.0.0/8"],
             "outside the allow-list",
