@@ -29,8 +29,11 @@ stun, call; Signal and the control: tls, stun), each to the one endpoint ``ringp
 by default (trace.default_traces: the app's first catalog entry that answers the trigger), at the
 address that endpoint's transaction contacted and under its transaction id, so a trace joins the
 checks it explains. A trigger the catalog has no endpoint for is not traced (the built-in catalog
-has no STUN server of Signal's). A trace starts only when the run's deadline leaves it its whole
-time budget (trace.trace_budget; one cut short would read as silence); otherwise, and for an
+has no STUN server of Signal's). With a reflector, an app's ``call`` trigger goes to the reflector
+instead, on the app's call-test port and under its call test's transaction id, signed with the
+secret: the reflector echoes trigger and control alike, so a drop at the last router before it is
+localized too (a relay answers neither). A trace starts only when the run's deadline leaves it its
+whole time budget (trace.trace_budget; one cut short would read as silence); otherwise, and for an
 endpoint whose lookups found no address, the manifest's ``skipped`` says so under ``trace``.
 """
 
@@ -227,6 +230,22 @@ def output_paths(out_dir: Path, run_id: str) -> tuple[Path, Path]:
     return out_dir / f"{stem}.jsonl", out_dir / f"{stem}.manifest.json"
 
 
+def reflector_target(app: str, port: int, address: str) -> Target:
+    """The catalog entry of a ringprobe reflector's UDP ``port`` at ``address`` for ``app``'s
+    call test (its flows, and the call trigger's trace)."""
+    return Target(
+        id=f"{app}-reflector-{port}",
+        app=app,
+        role="reflector",
+        port=port,
+        transport="udp",
+        expect="echo",
+        source="--reflector",
+        date=datetime.now(UTC).strftime("%Y-%m-%d"),
+        address=address,
+    )
+
+
 class _DeadlineReached(Exception):
     """Internal: the run's deadline leaves no time to start another check."""
 
@@ -248,6 +267,8 @@ class Runner:
         self.localize = localize
         # The address each transaction contacted (or would have): what its traces go to.
         self._addresses: dict[int, str] = {}
+        # The transaction id of each app's call test (the reflector's flows and traces).
+        self._call_tx: dict[str, int] = {}
         self._emit = on_event or (lambda event: None)
         self._global = asyncio.Semaphore(self.limits.concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
@@ -261,13 +282,14 @@ class Runner:
         todo = list(targets)
         self._emit(Event("start", total=len(todo)))
         calling = [app for app in CALL_TESTS if any(target.app == app for target in todo)]
+        self._call_tx = {app: tx for tx, app in enumerate(calling, len(todo) + 1)}
         if calling and self.ctx.reflector is None:
             self._emit(Event("skipped", reason=SKIP_CALL_FLOWS))
         async with asyncio.TaskGroup() as group:
             for tx, target in enumerate(todo, 1):
                 group.create_task(self._transaction(target, tx))
             if calling and self.ctx.reflector is not None:
-                group.create_task(self._call_tests(calling, len(todo) + 1))
+                group.create_task(self._call_tests(calling))
         if self.localize is not None:
             await self._localize(todo, self.localize)
         self._emit(Event("end", total=len(todo)))
@@ -376,9 +398,10 @@ class Runner:
         for record in gets:
             self._write(record)
 
-    async def _call_tests(self, apps: list[str], first_tx: int) -> None:
+    async def _call_tests(self, apps: list[str]) -> None:
         """One call test per app, one app after the other."""
-        for tx, app in enumerate(apps, first_tx):
+        for app in apps:
+            tx = self._call_tx[app]
             try:
                 await self._call_test(app, tx)
             except _DeadlineReached:
@@ -407,21 +430,10 @@ class Runner:
         # The latest flow starts less than an interval after the lead.
         budget = call_flow.time_budget(schedule.duration, CALL_START_LEAD + schedule.interval)
         start = time.monotonic() + CALL_START_LEAD
-        today = datetime.now(UTC).strftime("%Y-%m-%d")
         steps = []
         for flow, offset in CALL_FLOWS:
             flow_port = NEUTRAL_PORT if flow == "call_neutral_port" else port
-            target = Target(
-                id=f"{app}-reflector-{flow_port}",
-                app=app,
-                role="reflector",
-                port=flow_port,
-                transport="udp",
-                expect="echo",
-                source="--reflector",
-                date=today,
-                address=reflector,
-            )
+            target = self._reflector_target(app, flow_port)
             steps.append(
                 self._step(
                     reflector,
@@ -490,12 +502,9 @@ class Runner:
         """Each app's default traces (module docstring), one after the other."""
         from probe.checks import trace
 
-        tx_of = {id(target): tx for tx, target in enumerate(todo, 1)}
         for app in dict.fromkeys(target.app for target in todo):
-            for trigger, target in trace.default_traces(todo, app):
-                tx = tx_of[id(target)]
+            for trigger, target, tx, address, secret in self._trace_plan(todo, app):
                 about = f"{app} {trigger} to {target.id}"
-                address = self._addresses.get(tx)
                 if address is None:
                     self._skip_trace(f"{about}: its lookups found no address")
                     continue
@@ -521,9 +530,35 @@ class Runner:
                     trigger=trigger,
                     max_ttl=localize.max_ttl,
                     wait=localize.wait,
+                    secret=secret,
                 )
                 self._write(pair.trigger)
                 self._write(pair.control)
+
+    def _trace_plan(
+        self, todo: list[Target], app: str
+    ) -> list[tuple[str, Target, int, str | None, bytes | None]]:
+        """``app``'s traces: (trigger, target, transaction id, address, the reflector's secret
+        for a signed call trace), in TRIGGERS order (module docstring)."""
+        from probe.checks import trace
+
+        tx_of = {id(target): tx for tx, target in enumerate(todo, 1)}
+        reflector, secret = self.ctx.reflector, self.ctx.reflector_secret
+        signed_call = reflector is not None and app in self._call_tx
+        plan: list[tuple[str, Target, int, str | None, bytes | None]] = []
+        for trigger, target in trace.default_traces(todo, app):
+            if trigger == "call" and signed_call:
+                continue  # to the reflector, below
+            tx = tx_of[id(target)]
+            plan.append((trigger, target, tx, self._addresses.get(tx), None))
+        if signed_call:
+            target = self._reflector_target(app, CALL_TESTS[app][1])
+            plan.append(("call", target, self._call_tx[app], reflector, secret))
+        return plan
+
+    def _reflector_target(self, app: str, port: int) -> Target:
+        assert self.ctx.reflector is not None
+        return reflector_target(app, port, self.ctx.reflector)
 
     def _skip_trace(self, reason: str) -> None:
         self._emit(Event("skipped", reason=reason, check=SKIP_TRACE_CHECK))

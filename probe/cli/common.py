@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,6 +16,11 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_APPS = ("whatsapp", "telegram", "signal", "control")
+# The reflector's secret, hex, when no --reflector-secret-file is given (the reflector reads the
+# same variable).
+ENV_REFLECTOR_SECRET = "RINGPROBE_REFLECTOR_SECRET"  # noqa: S105 - a variable's name, no secret
+# The reflector refuses shorter secrets (probe/reflector/config.py MIN_SECRET_BYTES).
+MIN_SECRET_BYTES = 16
 
 
 def split_apps(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -64,3 +71,62 @@ def load_selected(targets_file: Path | None, apps: tuple[str, ...]) -> Catalog:
     catalog = load_catalog(targets_file)
     wanted = split_apps(apps)
     return catalog.select(wanted) if wanted else catalog
+
+
+def reflector_options(help_text: str) -> Callable[[F], F]:
+    """--reflector ADDR (with ``help_text``) and --reflector-secret-file (run, trace)."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--reflector-secret-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="File with the secret shared with the reflector (hex or raw bytes); else "
+            f"{ENV_REFLECTOR_SECRET} (hex).",
+        )(func)
+        return click.option("--reflector", metavar="ADDR", help=help_text)(func)
+
+    return decorate
+
+
+def reflector_from(options: dict[str, Any]) -> tuple[str | None, bytes | None]:
+    """The reflector's address (an IP literal: a name would need a lookup the censor can answer)
+    and the shared secret, from the file or else the environment."""
+    value = options["reflector"]
+    if value is None:
+        return None, None
+    try:
+        address = str(ipaddress.ip_address(value))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an IP address (give the reflector by address, not by name)",
+            param_hint="--reflector",
+        ) from None
+    path: Path | None = options["reflector_secret_file"]
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {path}: {exc.strerror}") from exc
+        text = raw.strip()
+        try:
+            secret = bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            secret = raw  # not hex: the file's bytes are the secret
+        source = str(path)
+    elif os.environ.get(ENV_REFLECTOR_SECRET):
+        try:
+            secret = bytes.fromhex(os.environ[ENV_REFLECTOR_SECRET].strip())
+        except ValueError:
+            raise click.UsageError(f"{ENV_REFLECTOR_SECRET} is not hex") from None
+        source = ENV_REFLECTOR_SECRET
+    else:
+        raise click.UsageError(
+            "--reflector needs the shared secret: --reflector-secret-file or "
+            f"{ENV_REFLECTOR_SECRET}"
+        )
+    if len(secret) < MIN_SECRET_BYTES:
+        raise click.UsageError(
+            f"the reflector secret from {source} is {len(secret)} bytes; it takes at least "
+            f"{MIN_SECRET_BYTES}"
+        )
+    return address, secret

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import os
 import re
 import signal
 import subprocess
@@ -18,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from probe.cli import trace as trace_cli
-from probe.cli.common import allow_net_option, catalog_options, load_selected
+from probe.cli.common import (
+    allow_net_option,
+    catalog_options,
+    load_selected,
+    reflector_from,
+    reflector_options,
+)
 
 if TYPE_CHECKING:
     from probe.checks.base import CheckContext
@@ -27,11 +31,6 @@ if TYPE_CHECKING:
 DEFAULT_OUT = Path("ringprobe-results")
 # Cloudflare's resolver by address, so DoH needs no prior (possibly tampered) lookup.
 DEFAULT_DOH_URL = "https://1.1.1.1/dns-query"
-# The reflector's secret, hex, when no --reflector-secret-file is given (the reflector reads the
-# same variable).
-ENV_REFLECTOR_SECRET = "RINGPROBE_REFLECTOR_SECRET"  # noqa: S105 - a variable's name, no secret
-# The reflector refuses shorter secrets (probe/reflector/config.py MIN_SECRET_BYTES).
-MIN_SECRET_BYTES = 16
 
 
 @click.command("run")
@@ -87,17 +86,10 @@ MIN_SECRET_BYTES = 16
     help="Checks in flight at once to one address.",
 )
 @click.option("--neutral-sni", default="example.org", show_default=True, help="SNI of the twin.")
-@click.option(
-    "--reflector",
-    metavar="ADDR",
-    help="A ringprobe reflector's IP address: send call-shaped flows to it and measure their "
-    "echoes (docs/callflow.md). Without it no call flows are sent.",
-)
-@click.option(
-    "--reflector-secret-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File with the secret shared with the reflector (hex or raw bytes); else "
-    f"{ENV_REFLECTOR_SECRET} (hex).",
+@reflector_options(
+    "A ringprobe reflector's IP address: send call-shaped flows to it and measure their "
+    "echoes (docs/callflow.md); with --localize the call trigger is traced to it. Without it "
+    "no call flows are sent."
 )
 @click.option(
     "--call-duration",
@@ -233,7 +225,7 @@ def _context(options: dict[str, Any]) -> CheckContext:
     if resolver:
         parse_resolver(resolver)  # validates; the check parses again when it runs
     doh_url = None if options["no_doh"] else parse_doh_url(options["doh_url"])
-    reflector, secret = _reflector(options)
+    reflector, secret = reflector_from(options)
     clock_offset = _lab_offset(options)
     return CheckContext(
         probe=ProbeMeta(
@@ -265,50 +257,6 @@ def _lab_offset(options: dict[str, Any]) -> timedelta:
             "dates records to a simulated day: only with --vantage lab", param_hint="--lab-date"
         )
     return timedelta(days=(day.date() - datetime.now(UTC).date()).days)
-
-
-def _reflector(options: dict[str, Any]) -> tuple[str | None, bytes | None]:
-    """The reflector's address (an IP literal: a name would need a lookup the censor can answer)
-    and the shared secret, from the file or else the environment."""
-    value = options["reflector"]
-    if value is None:
-        return None, None
-    try:
-        address = str(ipaddress.ip_address(value))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an IP address (give the reflector by address, not by name)",
-            param_hint="--reflector",
-        ) from None
-    path: Path | None = options["reflector_secret_file"]
-    if path is not None:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise click.UsageError(f"cannot read {path}: {exc.strerror}") from exc
-        text = raw.strip()
-        try:
-            secret = bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            secret = raw  # not hex: the file's bytes are the secret
-        source = str(path)
-    elif os.environ.get(ENV_REFLECTOR_SECRET):
-        try:
-            secret = bytes.fromhex(os.environ[ENV_REFLECTOR_SECRET].strip())
-        except ValueError:
-            raise click.UsageError(f"{ENV_REFLECTOR_SECRET} is not hex") from None
-        source = ENV_REFLECTOR_SECRET
-    else:
-        raise click.UsageError(
-            "--reflector needs the shared secret: --reflector-secret-file or "
-            f"{ENV_REFLECTOR_SECRET}"
-        )
-    if len(secret) < MIN_SECRET_BYTES:
-        raise click.UsageError(
-            f"the reflector secret from {source} is {len(secret)} bytes; it takes at least "
-            f"{MIN_SECRET_BYTES}"
-        )
-    return address, secret
 
 
 def _limits(options: dict[str, Any]) -> Limits:

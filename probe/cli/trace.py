@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from probe.cli.common import allow_net_option, targets_option
+from probe.cli.common import (
+    allow_net_option,
+    reflector_from,
+    reflector_options,
+    targets_option,
+)
 
 if TYPE_CHECKING:
     from probe.checks.base import CheckContext
@@ -78,6 +83,11 @@ EXIT_FAILED = 1
     show_default=True,
     help="Seconds a TCP connect (at full TTL) or a DNS lookup may take.",
 )
+@reflector_options(
+    "The call trigger only: trace to this ringprobe reflector (on the app's call-test port) "
+    "with trailers signed by the shared secret, so the reflector echoes trigger and control "
+    "and a drop just before it is localized too."
+)
 @allow_net_option
 @targets_option
 @click.option("--json", "as_json", is_flag=True, help="Print both records as one JSON object.")
@@ -100,8 +110,12 @@ def command(**options: Any) -> None:
         timeout=options["timeout"],
         neutral_sni=options["neutral_sni"],
     )
-    target, sni = _target(options)
-    pair = asyncio.run(_trace(ctx, target, sni, options))
+    secret: bytes | None = None
+    if options["reflector"] is not None:
+        (target, secret), sni = _reflector_target(options), None
+    else:
+        target, sni = _target(options)
+    pair = asyncio.run(_trace(ctx, target, sni, options, secret))
     if options["as_json"]:
         out = {
             "trigger": json.loads(ctx.scrubber.scrub(pair.trigger.to_json())),
@@ -171,8 +185,35 @@ def _target(options: dict[str, Any]) -> tuple[Target, str | None]:
     return found, sni
 
 
+def _reflector_target(options: dict[str, Any]) -> tuple[Target, bytes]:
+    """The reflector as the call trigger's endpoint, on the app's call-test port (or --port),
+    and the secret shared with it."""
+    from probe.runner import CALL_TESTS, reflector_target
+
+    app = options["app"]
+    if options["trigger"] != "call":
+        raise click.BadParameter(
+            "a reflector echoes the call trigger only: use --trigger call", param_hint="--reflector"
+        )
+    if app not in CALL_TESTS:
+        raise click.BadParameter(
+            f"no call framing for {app} (call traces: {', '.join(CALL_TESTS)})",
+            param_hint="--app",
+        )
+    if options["address"] is not None:
+        raise click.UsageError("--reflector is the address traced to: give it or --target")
+    reflector, secret = reflector_from(options)
+    assert reflector is not None  # --reflector was given
+    assert secret is not None  # reflector_from refuses a reflector without one
+    return reflector_target(app, options["port"] or CALL_TESTS[app][1], reflector), secret
+
+
 async def _trace(
-    ctx: CheckContext, target: Target, sni: str | None, options: dict[str, Any]
+    ctx: CheckContext,
+    target: Target,
+    sni: str | None,
+    options: dict[str, Any],
+    secret: bytes | None = None,
 ) -> TracePair:
     from probe.checks.trace import resolve_host, trace
     from probe.errors import NotAllowedError
@@ -202,6 +243,7 @@ async def _trace(
         sni=sni,
         max_ttl=options["max_ttl"],
         wait=options["wait"],
+        secret=secret,
     )
 
 

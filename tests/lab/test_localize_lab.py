@@ -111,3 +111,53 @@ def test_run_localize_finds_the_signal_sni_reset_at_the_tspu(lab: Lab, tmp_path:
     assert c["localized_hop"] is None
     assert c["reached"] is True
     assert c["destination_ttl"] == 4
+
+
+CALL_DURATION: Final = 2.0
+
+
+def test_run_localize_traces_the_call_to_the_reflector_and_finds_a_border_drop(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # calls-stun-cookie-drop's rules at the border (hop 3), the last router before the servers:
+    # with --reflector, each calling app's call trigger goes to the lab's reflector, signed, so
+    # its control is echoed at TTL 4 and WhatsApp's dropped opening (a STUN Allocate) is
+    # localized after hop 3; Telegram's opening (no cookie) is not.
+    text = sc.builtin_path("calls-stun-cookie-drop").read_text(encoding="utf-8")
+    placed = 'placement = "border"\n' + text
+    sc.apply_scenario(lab, sc.parse_scenario(placed, "calls-stun-cookie-drop at the border"))
+    try:
+        done = lab.run_probe(
+            tmp_path / "out",
+            ["--apps", "whatsapp,telegram", "--timeout", f"{TIMEOUT:g}",
+             "--deadline", f"{DEADLINE:g}", "--json", "--localize",
+             "--localize-max-ttl", str(MAX_TTL), *lab.call_flow_args(CALL_DURATION)],
+            timeout=DEADLINE + _SLACK,
+        )  # fmt: skip
+    finally:
+        sc.restore(lab)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert not [s for s in summary["skipped"] if s["target"] == "trace"]
+    rows = _records(Path(summary["records_path"]))
+    call_tx = {r["app"]: r["transaction_id"] for r in rows if r["check"] == "call_flow"}
+    assert set(call_tx) == {"whatsapp", "telegram"}
+    calls = [r for r in rows if r["check"] == "trace" and r["details"]["trigger"] == "call"]
+    assert len(calls) == 4  # trigger and control of each app
+    for row in calls:
+        details = row["details"]
+        assert row["failure"] is None, row
+        assert row["target"]["address"] == lab.reflector_address
+        assert row["target"]["port"] == {"whatsapp": 3478, "telegram": 597}[row["app"]]
+        assert row["transaction_id"] == call_tx[row["app"]]
+        assert details["signed"] is True
+        assert details["packets_sent"] == details["ttls_traced"] <= MAX_TTL
+        if details["control"] or row["app"] == "telegram":
+            assert details["first_interfering_ttl"] is None, (row["app"], details["hops"])
+            assert details["reached"] is True
+            assert details["destination_ttl"] == 4
+    (wa,) = [r for r in calls if r["app"] == "whatsapp" and not r["details"]["control"]]
+    assert wa["details"]["first_interfering_ttl"] == 4, wa["details"]["hops"]
+    assert wa["details"]["interference"] == "drop"
+    assert wa["details"]["localized_hop"] == 3
+    assert wa["details"]["localized_address"] == plan.hop_address(3, 4)

@@ -577,20 +577,20 @@ def test_a_missing_secret_is_one_line() -> None:
 def test_the_secret_file_holds_hex_or_raw_bytes(
     content: bytes, secret: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from probe.cli.run import _reflector
+    from probe.cli.common import reflector_from
 
     monkeypatch.delenv("RINGPROBE_REFLECTOR_SECRET", raising=False)
     path = tmp_path / "secret"
     path.write_bytes(content)
     options = {"reflector": "2001:db8::0:7", "reflector_secret_file": path}
-    assert _reflector(options) == ("2001:db8::7", secret)
+    assert reflector_from(options) == ("2001:db8::7", secret)
     monkeypatch.setenv("RINGPROBE_REFLECTOR_SECRET", SECRET.hex())
     options["reflector_secret_file"] = None
-    assert _reflector(options) == ("2001:db8::7", SECRET)
+    assert reflector_from(options) == ("2001:db8::7", SECRET)
     path.write_bytes(b"00" * 8)
     options["reflector_secret_file"] = path
     with pytest.raises(Exception, match="at least 16"):
-        _reflector(options)
+        reflector_from(options)
 
 
 def test_run_help_names_the_reflector_options() -> None:
