@@ -32,7 +32,9 @@ checks it explains. A trigger the catalog has no endpoint for is not traced (the
 has no STUN server of Signal's). With a reflector, an app's ``call`` trigger goes to the reflector
 instead, on the app's call-test port and under its call test's transaction id, signed with the
 secret: the reflector echoes trigger and control alike, so a drop at the last router before it is
-localized too (a relay answers neither). A trace starts only when the run's deadline leaves it its
+localized too (a relay answers neither); and a ``cut`` trace follows it there, its call flow
+primed for up to ``--call-duration`` seconds, which localizes a cut of the call after its first
+seconds. A trace starts only when the run's deadline leaves it its
 whole time budget (trace.trace_budget; one cut short would read as silence); otherwise, and for an
 endpoint whose lookups found no address, the manifest's ``skipped`` says so under ``trace``.
 """
@@ -508,11 +510,13 @@ class Runner:
                 if address is None:
                     self._skip_trace(f"{about}: its lookups found no address")
                     continue
+                prime = self.ctx.call_duration  # the cut trigger's: as long as a call test
                 budget = trace.trace_budget(
                     trigger,
                     max_ttl=localize.max_ttl,
                     wait=localize.wait,
                     timeout=self.ctx.timeout,
+                    prime=prime,
                 )
                 left = self._deadline_at - time.monotonic()
                 if left <= budget:
@@ -531,6 +535,7 @@ class Runner:
                     max_ttl=localize.max_ttl,
                     wait=localize.wait,
                     secret=secret,
+                    prime=prime,
                 )
                 self._write(pair.trigger)
                 self._write(pair.control)
@@ -539,7 +544,7 @@ class Runner:
         self, todo: list[Target], app: str
     ) -> list[tuple[str, Target, int, str | None, bytes | None]]:
         """``app``'s traces: (trigger, target, transaction id, address, the reflector's secret
-        for a signed call trace), in TRIGGERS order (module docstring)."""
+        for a signed call or cut trace), in TRIGGERS order (module docstring)."""
         from probe.checks import trace
 
         tx_of = {id(target): tx for tx, target in enumerate(todo, 1)}
@@ -553,7 +558,8 @@ class Runner:
             plan.append((trigger, target, tx, self._addresses.get(tx), None))
         if signed_call:
             target = self._reflector_target(app, CALL_TESTS[app][1])
-            plan.append(("call", target, self._call_tx[app], reflector, secret))
+            for trigger in trace.SIGNED_TRIGGERS:
+                plan.append((trigger, target, self._call_tx[app], reflector, secret))
         return plan
 
     def _reflector_target(self, app: str, port: int) -> Target:

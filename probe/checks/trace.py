@@ -26,9 +26,19 @@ Triggers (``TRIGGERS``) and their controls:
               with its secret (``secret``), both carry a signed echo trailer (probe.protocols.echo,
               a new sequence number per TTL) and both expect the reflector's echo; else the
               trailer is random bytes and nobody answers either.
+``cut``       a call flow cut after its first seconds (METHOD.md calls_cut), UDP, to a ringprobe
+              reflector only (``secret`` required): the app's call flow and its control are first
+              *primed*, each on its own socket, at full TTL and the voice rate (``_prime``), until
+              the call's echoes have stopped for CUT_SILENCE seconds while the control's go on
+              (or ``prime`` seconds pass); then the TTL-limited probes are the flows' next
+              datagrams on the same sockets (the same 5-tuples), so a censor that cut the call's
+              connection drops them from its own hop on, while the control's still reach every
+              router. Interference found this way is named ``cut``.
 
 Each probe (one payload at one TTL) uses a fresh socket, so the ICMP errors it causes are told
-apart by its local port. TCP: connect with the normal TTL, then set ``IP_TTL`` /
+apart by its local port (the cut trigger's probes use their flow's socket, one probe at a time). A
+signed probe counts as answered only by the reflector's echo of that probe's own sequence number (a
+late echo of the prime is not an answer). TCP: connect with the normal TTL, then set ``IP_TTL`` /
 ``IPV6_UNICAST_HOPS`` to the probe's TTL and write the payload once (the kernel may retransmit it,
 with the same TTL, until the probe's wait ends); at the end the TTL is put back and the connection
 is reset (SO_LINGER 0), so the server is not left with a half-open connection. UDP: a connected
@@ -63,13 +73,16 @@ A trace ends early (``should_stop``) once the control reached the destination or
 was answered there, or after ``stop_after_dark`` TTLs in a row at which no router answered
 either probe (the path is dark beyond: nothing farther will say more).
 
-Bounds: at most ``max_ttl`` (<= MAX_TTL) TTLs, two probes per TTL (trigger and control), each
-one payload write; UDP sends exactly one datagram per probe; TCP sends the handshake, the
+Bounds: at most ``max_ttl`` (<= MAX_TTL) TTLs, two probes per TTL (trigger and control), each one
+payload write; UDP sends exactly one datagram per probe (the cut trigger first sends its prime: at
+most ``prime`` / 0.06 datagrams per flow, ``prime`` <= MAX_PRIME); TCP sends the handshake, the
 payload and the kernel's retransmissions of it within ``wait`` seconds, and one RST (the records
 count each segment, from TCP_INFO). Time: ``time_budget``.
 
 details (each record): ``trigger``, ``control`` (bool), ``transport``, ``payload_bytes``,
-``sni`` (tls), ``signed`` (call: echo trailers under the reflector's secret), ``max_ttl``,
+``sni`` (tls), ``signed`` (call, cut: echo trailers under the reflector's secret), ``prime``
+(cut: ``duration`` planned, ``interval``, ``sent``, ``echoed``, ``last_echoed_seq``,
+``stopped_early``: the call's echoes had stopped while the control's went on), ``max_ttl``,
 ``wait``, ``hops`` (per TTL traced: ``ttl``, ``outcome``, ``hop``, ``rtt`` (seconds from the
 send to what decided the outcome, null when silent), ``packets``, ``acked``, ``interference``
 (null or the mechanism)), ``first_interfering_ttl``, ``interference`` (its mechanism),
@@ -92,7 +105,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -108,13 +121,17 @@ CHECK: Final = "trace"
 __all__ = [
     "CALL_FRAMINGS",
     "CHECK",
+    "CUT_SILENCE",
     "DEFAULT_MAX_TTL",
     "DEFAULT_PORTS",
+    "DEFAULT_PRIME",
     "DEFAULT_STOP_AFTER_DARK",
     "DEFAULT_WAIT",
+    "MAX_PRIME",
     "MAX_TTL",
     "MAX_WAIT",
     "OUTCOMES",
+    "SIGNED_TRIGGERS",
     "TCP_TRIGGERS",
     "TRIGGERS",
     "IcmpError",
@@ -139,8 +156,10 @@ __all__ = [
     "transport_of",
 ]
 
-TRIGGERS: Final = ("tls", "stun", "whatsapp", "call")
+TRIGGERS: Final = ("tls", "stun", "whatsapp", "call", "cut")
 TCP_TRIGGERS: Final = ("tls", "whatsapp")
+# The triggers a reflector's secret signs; the cut trigger needs it (nothing else echoes a flow).
+SIGNED_TRIGGERS: Final = ("call", "cut")
 # The call-flow framing of each app that has one (probe.checks.call_flow FRAMINGS).
 CALL_FRAMINGS: Final = {"whatsapp": "whatsapp_rtp", "telegram": "telegram_reflector"}
 
@@ -155,6 +174,13 @@ MIN_WAIT: Final = 0.05
 # Ours: routers that do not answer ICMP exist (traceroute's "* * *"); three silent TTLs in a row
 # for both probes means the rest of the path says nothing more.
 DEFAULT_STOP_AFTER_DARK: Final = 3
+# The cut trigger's prime: the call test's default and longest durations (probe.checks.call_flow
+# DEFAULT_DURATION, MAX_DURATION), so a cut the call test sees falls within it.
+DEFAULT_PRIME: Final = 10.0
+MAX_PRIME: Final = 60.0
+# Ours: seconds without an echo of the call while its control is echoed that count as a cut (16
+# voice datagrams in a row lost; random loss of that length is as rare as 0.5**16 at 50% loss).
+CUT_SILENCE: Final = 1.0
 # Seconds to keep listening after the first thing a probe heard: an on-path injector's RST and a
 # router's time-exceeded for the same packet arrive together.
 GRACE: Final = 0.15
@@ -167,6 +193,10 @@ MAX_EVENTS: Final = 64
 _READS_PER_WAKE: Final = 64
 _RECV: Final = 65536
 _MARGIN: Final = 1.0
+# Seconds the cut trigger's prime starts after its sockets are set up, and listens after its
+# last send for late echoes.
+_PRIME_LEAD: Final = 0.05
+_PRIME_TAIL: Final = 0.5
 
 OUTCOMES: Final = ("reset", "answered", "time_exceeded", "unreachable", "closed", "silent")
 
@@ -224,8 +254,10 @@ def build_probe(
     call flow's voice sizes when None). ``signed`` (call only): the probe goes to a ringprobe
     reflector, which echoes it once the trace signs its trailer (trace(secret=...))."""
     rng = rng or random.Random()
-    if signed and trigger != "call":
+    if signed and trigger not in SIGNED_TRIGGERS:
         raise ValueError(f"only the call trigger is signed for a reflector, not {trigger!r}")
+    if trigger == "cut" and not signed:
+        raise ValueError("the cut trigger primes a call flow with a reflector: it is signed")
     if trigger == "tls":
         if not sni:
             raise ValueError("the tls trigger needs a server name (SNI)")
@@ -241,7 +273,7 @@ def build_probe(
         if control:
             wire = classic_binding_request(rng)
         return Probe(trigger, control, "udp", wire, not control)
-    if trigger == "call":
+    if trigger in SIGNED_TRIGGERS:
         framing = CALL_FRAMINGS.get(app)
         if framing is None:
             raise ValueError(
@@ -309,10 +341,11 @@ _TRIGGER_EXPECTS: Final = {
     "whatsapp": ("whatsapp",),
     "stun": ("stun", "turn", "wa_relay"),
     "call": ("wa_relay", "reflector", "turn", "stun"),
+    "cut": (),  # a ringprobe reflector only (--reflector), never a catalog entry
 }
 # A trigger's port where no catalog entry gives one (RFC 9110 §4.2.2 HTTPS; RFC 8489 §9 STUN;
 # WhatsApp's chat on 443, its relays' STUN port).
-DEFAULT_PORTS: Final = {"tls": 443, "whatsapp": 443, "stun": 3478, "call": 3478}
+DEFAULT_PORTS: Final = {"tls": 443, "whatsapp": 443, "stun": 3478, "call": 3478, "cut": 3478}
 
 
 def transport_of(trigger: str) -> Literal["tcp", "udp"]:
@@ -339,18 +372,19 @@ def pick_target(targets: Sequence[Target], app: str, trigger: str) -> Target | N
 
 def app_triggers(app: str) -> tuple[str, ...]:
     """The triggers that can be made for ``app``, in TRIGGERS order: ``whatsapp`` (WhatsApp's
-    chat prologue) only for WhatsApp, ``call`` only for an app with a call framing."""
+    chat prologue) only for WhatsApp, ``call`` and ``cut`` only for an app with a call framing."""
     return tuple(
         trigger
         for trigger in TRIGGERS
         if (trigger != "whatsapp" or app == "whatsapp")
-        and (trigger != "call" or app in CALL_FRAMINGS)
+        and (trigger not in SIGNED_TRIGGERS or app in CALL_FRAMINGS)
     )
 
 
 def default_traces(targets: Sequence[Target], app: str) -> list[tuple[str, Target]]:
     """What ``ringprobe trace --app APP`` traces by default, for every trigger of the app that
-    the catalog has an endpoint for: (trigger, pick_target's entry), in TRIGGERS order."""
+    the catalog has an endpoint for: (trigger, pick_target's entry), in TRIGGERS order (never
+    ``cut``, which goes to a reflector)."""
     found = ((trigger, pick_target(targets, app, trigger)) for trigger in app_triggers(app))
     return [(trigger, target) for trigger, target in found if target is not None]
 
@@ -612,11 +646,15 @@ def check_bounds(max_ttl: int, wait: float) -> None:
         raise ValueError(f"wait must be {MIN_WAIT} to {MAX_WAIT} seconds, not {wait}")
 
 
-def trace_budget(trigger: str, *, max_ttl: int, wait: float, timeout: float) -> float:
+def trace_budget(
+    trigger: str, *, max_ttl: int, wait: float, timeout: float, prime: float = DEFAULT_PRIME
+) -> float:
     """The time budget of one trace of ``trigger`` run with a context whose timeout is
-    ``timeout``: time_budget with trace()'s connect timeout (TCP) or none (UDP)."""
+    ``timeout``: time_budget with trace()'s connect timeout (TCP) or none (UDP), and for the cut
+    trigger its ``prime`` seconds and the wait for their last echoes."""
     connect = min(timeout, MAX_CONNECT_TIMEOUT) if transport_of(trigger) == "tcp" else 0.0
-    return time_budget(max_ttl, wait, connect)
+    extra = prime + _PRIME_TAIL if trigger == "cut" else 0.0
+    return time_budget(max_ttl, wait, connect) + extra
 
 
 def time_budget(max_ttl: int, wait: float, connect_timeout: float) -> float:
@@ -713,17 +751,46 @@ class _Trace:
     """Packets sent, those of a probe that failed half-way (a connect) included."""
     secret: bytes | None = None
     session: bytes = b""
+    sock: socket.socket | None = None
+    """The cut trigger's flow socket, kept from the prime through every probe; else None (a
+    fresh socket per probe)."""
+    framer: _Framer | None = None
+    """The cut trigger's call-flow framing (its prime and probes are the flow's datagrams)."""
+    sizes: tuple[int, ...] = ()
+    seq_base: int = 0
+    """The cut trigger: datagrams the prime sent (the probes' sequence numbers follow)."""
+
+    def seq(self, ttl: int) -> int:
+        """The sequence number of the signed probe at ``ttl``: ttl - 1, after the prime's."""
+        return self.seq_base + ttl - 1
+
+    def datagram(self, seq: int) -> bytes:
+        """Datagram ``seq`` of a signed trace, its trailer signed for the reflector (which
+        echoes each sequence number once): the payload's body, or the cut flow's datagram."""
+        assert self.secret is not None
+        kind = echo.FlowKind.CONTROL if self.probe.control else echo.FlowKind.CALL
+        if self.framer is not None:
+            body = self.framer.body(seq, self.sizes[seq])
+        else:
+            body = self.probe.payload[: -echo.TRAILER_LEN]
+        return echo.build_request(self.secret, body, self.session, seq, kind)
 
     def wire(self, ttl: int) -> bytes:
-        """What the probe at ``ttl`` sends: the payload, its trailer signed for the reflector
-        with sequence number ttl - 1 when the probe is signed (a reflector echoes each sequence
-        number once)."""
-        probe = self.probe
-        if not probe.signed or self.secret is None:
-            return probe.payload
-        kind = echo.FlowKind.CONTROL if probe.control else echo.FlowKind.CALL
-        body = probe.payload[: -echo.TRAILER_LEN]
-        return echo.build_request(self.secret, body, self.session, ttl - 1, kind)
+        """What the probe at ``ttl`` sends: the payload, or a signed trace's datagram."""
+        if not self.probe.signed or self.secret is None:
+            return self.probe.payload
+        return self.datagram(self.seq(ttl))
+
+    def echoed_seq(self, data: bytes) -> int | None:
+        """The sequence number ``data`` echoes if it is the reflector's echo of this trace's
+        session, else None."""
+        if self.secret is None:
+            return None
+        try:
+            trailer = echo.parse_echo(self.secret, data)
+        except echo.EchoError:
+            return None
+        return trailer.seq if trailer.session == self.session else None
 
 
 async def trace(
@@ -738,18 +805,24 @@ async def trace(
     wait: float = DEFAULT_WAIT,
     stop_after_dark: int = DEFAULT_STOP_AFTER_DARK,
     secret: bytes | None = None,
+    prime: float = DEFAULT_PRIME,
     rng: random.Random | None = None,
 ) -> TracePair:
     """Trace ``trigger`` and its control to ``address:target.port`` (an IP literal), TTL by TTL
     (module docstring). ``sni`` is the tls trigger's server name (default: the target's host).
-    ``secret``: the call trigger goes to a ringprobe reflector sharing it, which echoes trigger
-    and control alike. Network failures become the records' failure; bad arguments raise
+    ``secret``: the call or cut trigger goes to a ringprobe reflector sharing it, which echoes
+    trigger and control alike (the cut trigger needs it). ``prime``: the cut trigger's longest
+    prime, seconds. Network failures become the records' failure; bad arguments raise
     ValueError."""
     check_bounds(max_ttl, wait)
     if stop_after_dark < 1:
         raise ValueError(f"stop_after_dark must be at least 1, not {stop_after_dark}")
-    if secret is not None and (trigger != "call" or not secret):
-        raise ValueError("a reflector's secret signs the call trigger only, and is not empty")
+    if secret is not None and (trigger not in SIGNED_TRIGGERS or not secret):
+        raise ValueError("a reflector's secret signs the call and cut triggers only, not empty")
+    if trigger == "cut" and secret is None:
+        raise ValueError("the cut trigger primes a call flow with a reflector: give its secret")
+    if not 0 < prime <= MAX_PRIME:
+        raise ValueError(f"prime must be above 0 and at most {MAX_PRIME} seconds, not {prime}")
     version = ipaddress.ip_address(address.split("%", 1)[0]).version  # ValueError for a name
     rng = rng or random.Random()
     sni = sni or target.host
@@ -778,7 +851,7 @@ async def trace(
     if probes[0].transport != target.transport:
         raise ValueError(f"the {trigger} trigger is {probes[0].transport}, the target is not")
     connect_timeout = min(ctx.timeout, MAX_CONNECT_TIMEOUT)
-    budget = trace_budget(trigger, max_ttl=max_ttl, wait=wait, timeout=ctx.timeout)
+    budget = trace_budget(trigger, max_ttl=max_ttl, wait=wait, timeout=ctx.timeout, prime=prime)
     control_step = Step(ctx, CHECK, target, address, transaction_id, budget)
     async with measured(ctx, CHECK, target, address, transaction_id, timeout=budget) as step:
         traces = [
@@ -791,6 +864,18 @@ async def trace(
         family = socket.AF_INET if version == 4 else socket.AF_INET6
         listener = _IcmpListener(family)
         try:
+            if trigger == "cut":
+                framing = CALL_FRAMINGS[target.app]
+                interval = rtp.VOICE_INTERVAL
+                # The prime's datagrams and then one per TTL, all of the flow's sizes.
+                length = prime + (max_ttl + 1) * interval
+                schedule = make_schedule(framing, "voice", length, seed=rng.getrandbits(32))
+                for entry in traces:
+                    entry.framer = _Framer(framing, entry.probe.control, rng)
+                    entry.sizes = schedule.sizes
+                    entry.sock = _flow_socket(ctx, family, address, target.port)
+                count = min(len(schedule.sizes) - max_ttl - 1, round(prime / interval))
+                await _prime(traces, count, interval, prime)
             for ttl in range(1, max_ttl + 1):
                 for entry in traces:
                     entry.step.details["ttls_traced"] = ttl
@@ -810,12 +895,106 @@ async def trace(
                     break
         finally:
             listener.close()
+            for entry in traces:
+                if entry.sock is not None:
+                    entry.sock.close()
     control_step._ended = time.monotonic()
     if step.failure is not None:
         control_step.failure = step.failure
         control_step.details.setdefault("error", step.details.get("error"))
     _conclude(traces, address)
     return TracePair(trigger=step.record, control=control_step.record)
+
+
+def _flow_socket(ctx: CheckContext, family: int, address: str, port: int) -> socket.socket:
+    """A connected UDP socket for one flow of the cut trigger (connecting sends nothing)."""
+    ctx.guard(address)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect((address, port))
+        ctx.note_local(sock.getsockname())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(slots=True)
+class _PrimeBook:
+    """One flow's prime: what was sent and which sequence numbers were echoed, when last."""
+
+    sent: int = 0
+    echoed: set[int] = field(default_factory=set)
+    last_echo: float | None = None
+
+
+async def _prime(traces: list[_Trace], count: int, interval: float, prime: float) -> None:
+    """The cut trigger's prime (module docstring): datagrams 0 .. ``count`` - 1 of each flow
+    (the control, then the call half an interval later) at full TTL, one per ``interval``, on
+    the flows' own sockets; the echoes booked. It stops early once the call has had no echo for
+    CUT_SILENCE seconds while the control had one within them. Writes each trace's ``prime``
+    detail and where its probes' sequence numbers start."""
+    loop = asyncio.get_running_loop()
+    books = [_PrimeBook() for _ in traces]
+
+    def readable(entry: _Trace, book: _PrimeBook) -> None:
+        assert entry.sock is not None
+        for _ in range(_READS_PER_WAKE):
+            try:
+                data = entry.sock.recv(_RECV)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error the kernel reports: the prime books echoes only
+            seq = entry.echoed_seq(data)
+            if seq is not None and seq < count:
+                book.echoed.add(seq)
+                book.last_echo = time.monotonic()
+
+    for entry, book in zip(traces, books, strict=True):
+        assert entry.sock is not None
+        loop.add_reader(entry.sock.fileno(), readable, entry, book)
+    start = time.monotonic() + _PRIME_LEAD
+    used = 0
+    stopped_early = False
+    try:
+        for seq in range(count):
+            used = seq + 1
+            for half, (entry, book) in enumerate(zip(traces, books, strict=True)):
+                assert entry.sock is not None
+                delay = start + (seq + half / 2) * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    entry.sock.send(entry.datagram(seq))
+                except OSError:
+                    continue  # a pending ICMP error surfaced here; the datagram was not sent
+                book.sent += 1
+                entry.sent += 1
+            now = time.monotonic()
+            control, call = books
+            call_quiet = now - (call.last_echo or start) >= CUT_SILENCE
+            control_alive = control.last_echo is not None and now - control.last_echo < CUT_SILENCE
+            if call_quiet and control_alive:
+                stopped_early = True
+                break
+        await asyncio.sleep(_PRIME_TAIL)  # the last datagrams' echoes
+    finally:
+        for entry in traces:
+            assert entry.sock is not None
+            loop.remove_reader(entry.sock.fileno())
+    for entry, book in zip(traces, books, strict=True):
+        entry.seq_base = used
+        entry.step.details["packets_sent"] = entry.sent
+        entry.step.details["prime"] = {
+            "duration": prime,
+            "interval": interval,
+            "sent": book.sent,
+            "echoed": len(book.echoed),
+            "last_echoed_seq": max(book.echoed, default=None),
+            "stopped_early": stopped_early,
+        }
 
 
 def _describe(entry: _Trace, max_ttl: int, wait: float) -> None:
@@ -839,7 +1018,7 @@ def _describe(entry: _Trace, max_ttl: int, wait: float) -> None:
     )
     if probe.sni is not None:
         entry.step.details["sni"] = probe.sni
-    if probe.trigger == "call":
+    if probe.trigger in SIGNED_TRIGGERS:
         entry.step.details["signed"] = probe.signed
 
 
@@ -854,9 +1033,17 @@ def _conclude(traces: list[_Trace], destination: str) -> None:
             destination=destination,
         )
         at = reached_at(entry.results, destination)
+        mechanism = found.interference
+        prime = entry.step.details.get("prime")
+        if mechanism == "drop" and prime is not None and prime["echoed"]:
+            # The flow was echoed at first and its later datagrams are dropped: a cut.
+            mechanism = "cut"
+            for result in entry.results:
+                if result["interference"] == "drop":
+                    result["interference"] = "cut"
         entry.step.details.update(
             first_interfering_ttl=found.first_interfering_ttl,
-            interference=found.interference,
+            interference=mechanism,
             localized_hop=found.localized_hop,
             localized_address=found.localized_address,
             reached=at is not None,
@@ -888,8 +1075,12 @@ async def _probe_once(
     loop = asyncio.get_running_loop()
     family = listener.family
     tcp = probe.transport == "tcp"
-    sock = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-    sock.setblocking(False)
+    own = entry.sock is None  # else the cut flow's socket, already connected
+    if entry.sock is not None:
+        sock = entry.sock
+    else:
+        sock = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+        sock.setblocking(False)
     level, option = _ttl_option(family)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     events: list[Event] = []
@@ -897,6 +1088,13 @@ async def _probe_once(
     reading = False
     normal_ttl: int | None = None
     payload = entry.wire(ttl)
+    accept: Callable[[bytes], bool] | None = None
+    if probe.signed:
+        wanted = entry.seq(ttl)
+
+        def accept(data: bytes) -> bool:
+            return entry.echoed_seq(data) == wanted
+
     acked_before: int | None = None
     acked: bool | None = None
     try:
@@ -906,7 +1104,7 @@ async def _probe_once(
                     await loop.sock_connect(sock, (address, port))
             finally:
                 packets = _segments(sock, default=1)
-        else:
+        elif own:
             sock.connect((address, port))  # UDP: sends nothing; the socket hears ICMP errors
         ctx.note_local(sock.getsockname())
         if tcp:
@@ -922,7 +1120,7 @@ async def _probe_once(
             started,
             queue,
         )
-        loop.add_reader(sock.fileno(), _readable, sock, queue, started, loop)
+        loop.add_reader(sock.fileno(), _readable, sock, queue, started, loop, accept)
         reading = True
         await loop.sock_sendall(sock, payload)
         packets = packets if tcp else 1
@@ -947,7 +1145,8 @@ async def _probe_once(
             if acked_before is not None and acked_after is not None:
                 acked = acked_after - acked_before >= len(payload)
             packets += _reset(sock, level, option, normal_ttl)
-        sock.close()
+        if own:
+            sock.close()
         entry.sent += packets
     outcome, hop, rtt = outcome_of(events)
     return {
@@ -1002,8 +1201,10 @@ def _readable(
     queue: asyncio.Queue[Event],
     started: float,
     loop: asyncio.AbstractEventLoop,
+    accept: Callable[[bytes], bool] | None = None,
 ) -> None:
-    """The probe's own socket has something: data, a reset, an end, or an ICMP error."""
+    """The probe's own socket has something: data (only what ``accept`` takes, when given), a
+    reset, an end, or an ICMP error."""
     at = time.monotonic() - started
     try:
         data = sock.recv(_RECV)
@@ -1017,7 +1218,7 @@ def _readable(
         event = ("error", at, exc.errno)
     else:
         if data:
-            if queue.qsize() < MAX_EVENTS:
+            if queue.qsize() < MAX_EVENTS and (accept is None or accept(data)):
                 queue.put_nowait(("data", at, len(data)))
             return
         event = ("closed", at, None)

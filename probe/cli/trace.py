@@ -24,14 +24,17 @@ if TYPE_CHECKING:
     from probe.checks.trace import TracePair
     from probe.model import Record, Target
 
-# probe.checks.trace TRIGGERS, DEFAULT_MAX_TTL, MAX_TTL, DEFAULT_WAIT, MIN_WAIT, MAX_WAIT, spelled
-# out so that --help imports nothing heavy (a unit test keeps them equal).
-TRIGGERS = ("tls", "stun", "whatsapp", "call")
+# probe.checks.trace TRIGGERS, DEFAULT_MAX_TTL, MAX_TTL, DEFAULT_WAIT, MIN_WAIT, MAX_WAIT,
+# DEFAULT_PRIME, MAX_PRIME, spelled out so that --help imports nothing heavy (a unit test keeps
+# them equal).
+TRIGGERS = ("tls", "stun", "whatsapp", "call", "cut")
 DEFAULT_MAX_TTL = 8
 MAX_TTL = 32
 DEFAULT_WAIT = 1.0
 MIN_WAIT = 0.05
 MAX_WAIT = 5.0
+DEFAULT_PRIME = 10.0
+MAX_PRIME = 60.0
 APPS = ("whatsapp", "telegram", "signal", "control")  # probe.model.APPS
 EXIT_FAILED = 1
 
@@ -48,8 +51,9 @@ EXIT_FAILED = 1
     "--trigger",
     type=click.Choice(TRIGGERS),
     help="Required. tls: a ClientHello with the app's SNI; stun: a STUN Binding request; "
-    "whatsapp: the WhatsApp chat prologue; call: the app's first call-flow datagram. Each is "
-    "traced with a control of neutral content.",
+    "whatsapp: the WhatsApp chat prologue; call: the app's first call-flow datagram; cut: the "
+    "app's call flow, primed at full TTL until it is cut, then its next datagrams (needs "
+    "--reflector). Each is traced with a control of neutral content.",
 )
 @click.option(
     "--target",
@@ -83,10 +87,18 @@ EXIT_FAILED = 1
     show_default=True,
     help="Seconds a TCP connect (at full TTL) or a DNS lookup may take.",
 )
+@click.option(
+    "--prime",
+    type=click.FloatRange(0.1, MAX_PRIME),
+    default=DEFAULT_PRIME,
+    show_default=True,
+    help="The cut trigger: the longest the call flow and its control are sent at full TTL "
+    "before the TTL-limited probes (it stops early once the call's echoes stop).",
+)
 @reflector_options(
-    "The call trigger only: trace to this ringprobe reflector (on the app's call-test port) "
-    "with trailers signed by the shared secret, so the reflector echoes trigger and control "
-    "and a drop just before it is localized too."
+    "The call and cut triggers: trace to this ringprobe reflector (on the app's call-test "
+    "port) with trailers signed by the shared secret, so the reflector echoes trigger and "
+    "control and a drop just before it is localized too."
 )
 @allow_net_option
 @targets_option
@@ -142,6 +154,10 @@ def _target(options: dict[str, Any]) -> tuple[Target, str | None]:
     from probe.targets import load_catalog
 
     app, trigger = options["app"], options["trigger"]
+    if trigger == "cut":
+        raise click.UsageError(
+            "the cut trigger is traced to a ringprobe reflector: give --reflector"
+        )
     if trigger not in app_triggers(app):  # the rule `ringprobe run --localize` plans by, too
         why = (
             "the whatsapp trigger is WhatsApp's chat prologue: use --app whatsapp"
@@ -191,9 +207,10 @@ def _reflector_target(options: dict[str, Any]) -> tuple[Target, bytes]:
     from probe.runner import CALL_TESTS, reflector_target
 
     app = options["app"]
-    if options["trigger"] != "call":
+    if options["trigger"] not in ("call", "cut"):  # probe.checks.trace.SIGNED_TRIGGERS
         raise click.BadParameter(
-            "a reflector echoes the call trigger only: use --trigger call", param_hint="--reflector"
+            "a reflector echoes the call and cut triggers only: use --trigger call or cut",
+            param_hint="--reflector",
         )
     if app not in CALL_TESTS:
         raise click.BadParameter(
@@ -244,6 +261,7 @@ async def _trace(
         max_ttl=options["max_ttl"],
         wait=options["wait"],
         secret=secret,
+        prime=options["prime"],
     )
 
 

@@ -161,3 +161,23 @@ def test_run_localize_traces_the_call_to_the_reflector_and_finds_a_border_drop(
     assert wa["details"]["interference"] == "drop"
     assert wa["details"]["localized_hop"] == 3
     assert wa["details"]["localized_address"] == plan.hop_address(3, 4)
+
+    # The cut traces follow the call traces to the reflector. The rules drop datagrams that carry
+    # the STUN cookie, so WhatsApp's call flow loses its 3-datagram STUN opening and nothing
+    # after it (RTP): its prime is echoed from the 4th datagram on, never stops early, and its
+    # probes are not cut; Telegram's flow is untouched.
+    cuts = [r for r in rows if r["check"] == "trace" and r["details"]["trigger"] == "cut"]
+    assert sorted((r["app"], r["details"]["control"]) for r in cuts) == [
+        ("telegram", False), ("telegram", True), ("whatsapp", False), ("whatsapp", True),
+    ]  # fmt: skip
+    for row in cuts:
+        details = row["details"]
+        assert row["failure"] is None, row
+        assert row["target"]["address"] == lab.reflector_address
+        assert row["transaction_id"] == call_tx[row["app"]]
+        assert details["packets_sent"] == details["prime"]["sent"] + details["ttls_traced"]
+        assert details["prime"]["duration"] == CALL_DURATION
+        assert details["prime"]["stopped_early"] is False
+        assert details["first_interfering_ttl"] is None, (row["app"], details["hops"])
+        lost = 3 if (row["app"], details["control"]) == ("whatsapp", False) else 0
+        assert details["prime"]["echoed"] == details["prime"]["sent"] - lost

@@ -71,7 +71,7 @@ _SCRIPT: Final = textwrap.dedent(
     )
     pair = asyncio.run(trace(
         ctx, target, spec["address"], 1, trigger=spec["trigger"], max_ttl=spec["max_ttl"],
-        wait=spec["wait"], secret=secret,
+        wait=spec["wait"], secret=secret, prime=spec["prime"],
     ))
     print(json.dumps({"trigger": pair.trigger.to_dict(), "control": pair.control.to_dict()}))
     """
@@ -104,10 +104,12 @@ def run_trace(
     app: str,
     host: str | None = None,
     signed: bool = False,
+    prime: float = tr.DEFAULT_PRIME,
 ) -> dict[str, dict[str, Any]]:
-    """Trace from the client namespace; both records, as dicts. ``signed``: the call trigger
-    signed with the lab reflector's secret."""
+    """Trace from the client namespace; both records, as dicts. ``signed``: the call (or cut)
+    trigger signed with the lab reflector's secret; ``prime``: the cut trigger's."""
     spec = {
+        "prime": prime,
         "secret_file": str(lab.reflector_secret_file) if signed else None,
         "trigger": trigger,
         "address": address,
@@ -119,7 +121,7 @@ def run_trace(
         "wait": WAIT,
         "ranges": list(plan.LAB_RANGES),
     }
-    budget = tr.time_budget(MAX_TTL, WAIT, CONNECT_TIMEOUT)
+    budget = tr.time_budget(MAX_TTL, WAIT, CONNECT_TIMEOUT) + prime
     done = lab.run_in(
         "client", [sys.executable, "-c", _SCRIPT, json.dumps(spec)], timeout=budget + _SLACK
     )
@@ -312,3 +314,34 @@ def test_a_stun_drop_at_the_border_is_localized_at_hop_3(lab: Lab) -> None:
     _assert_localized(records, "drop", 4, hop=3)
     assert records["control"]["details"]["hops"][3]["outcome"] == "answered"
     _assert_udp_packets(records)
+
+
+# --- a call cut after its first datagrams (calls-cut-after-n), at either placement ---------------
+
+PRIME: Final = 5.0  # calls-cut-after-n cuts after 33 datagrams, ~2 s into the flow
+
+
+@pytest.mark.parametrize(("placement", "hop"), [("tspu", 2), ("border", 3)])
+@pytest.mark.parametrize("app", ["whatsapp", "telegram"])
+def test_a_call_cut_is_localized(lab: Lab, placement: str, hop: int, app: str) -> None:
+    # The cut trigger primes the call flow and its control at full TTL: the call's echoes stop
+    # after its 33rd datagram while the control's go on; the TTL-limited probes that follow on
+    # the same flows show the call's datagrams dropped from the censor's hop on.
+    port = {"whatsapp": 3478, "telegram": 597}[app]
+    with applied(lab, "calls-cut-after-n", placement=placement):
+        records = run_trace(
+            lab, "cut", _address(lab, "reflector", 4), port, app=app, signed=True, prime=PRIME
+        )
+    _assert_localized(records, "cut", 4, hop=hop)
+    trigger, control = records["trigger"]["details"], records["control"]["details"]
+    assert trigger["prime"]["stopped_early"] is True
+    assert 20 <= trigger["prime"]["echoed"] <= 33  # the cut's counter, less what was late
+    assert trigger["prime"]["last_echoed_seq"] <= 32
+    assert control["prime"]["echoed"] == control["prime"]["sent"]
+    # stopped about CUT_SILENCE after the cut, before the prime's 5 s (83 datagrams)
+    assert control["prime"]["sent"] < PRIME / 0.06
+    for details in (trigger, control):
+        assert details["ttls_traced"] <= MAX_TTL
+        assert [h["packets"] for h in details["hops"]] == [1] * details["ttls_traced"]
+        assert details["packets_sent"] == details["prime"]["sent"] + details["ttls_traced"]
+    assert control["hops"][3]["outcome"] == "answered"  # the reflector's echo at TTL 4

@@ -27,15 +27,17 @@ from probe.checks.base import CheckContext
 from probe.cli import cli
 from probe.cli import trace as trace_cli
 from probe.model import Failure, Target
-from probe.protocols import stun
+from probe.protocols import rtp, stun
 from probe.reflector.config import Config as ReflectorConfig
 from probe.reflector.server import Reflector
 from probe.targets import builtin_catalog
+from tests.fakes.echo_reflector import Censor, FakeEchoReflector
 from tests.fakes.tls_server import FakePKI, FakeTLSServer
 from tests.fakes.udp_server import LOOPBACK, LOOPBACK6, FakeUdpServer, closed_udp_port
 from tests.recordcheck import assert_valid
 
 DEST = "203.0.113.64"
+SECRET = bytes(range(32))
 HOP1, HOP2, HOP3 = "198.51.100.1", "198.51.100.5", "198.51.100.9"
 COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")
 
@@ -499,7 +501,7 @@ async def test_a_server_that_reads_and_says_nothing_acknowledges_both_payloads()
 @needs_raw
 @pytest.mark.parametrize("app", ["whatsapp", "telegram"])
 async def test_a_signed_call_trace_is_echoed_by_the_reflector(app: str) -> None:
-    secret = bytes(range(32))
+    secret = SECRET
     config = ReflectorConfig(
         secret=secret, bind=(LOOPBACK,), udp_ports=(0,), tls=False, stats_interval=0
     )
@@ -534,6 +536,69 @@ async def test_a_signed_call_trace_is_echoed_by_the_reflector(app: str) -> None:
     for record in (unsigned.trigger, unsigned.control):
         assert record.details["signed"] is False
         assert record.details["hops"][0]["outcome"] == "silent"
+
+
+@needs_raw
+async def test_a_cut_trace_primes_the_flow_until_the_call_is_cut() -> None:
+    # The emulated path drops WhatsApp's RTP (after the 3-datagram STUN opening) and nothing of
+    # the control's random bytes: the prime sees the call's echoes stop while the control's go
+    # on, stops early, and the probe at TTL 1, the flow's next RTP datagram, is cut too.
+    # RTP version 2 with a header extension (0x90), WhatsApp's payload type (probe.protocols.rtp)
+    censor = Censor(drop_prefixes=[(0, bytes([0x90, rtp.WHATSAPP_PAYLOAD_TYPE]))])
+    ctx = CheckContext(timeout=1.0)
+    async with FakeEchoReflector(SECRET, censor=censor) as refl:
+        pair = await tr.trace(
+            ctx, _target(refl.port, "cut"), LOOPBACK, 1, trigger="cut", wait=0.3, max_ttl=2,
+            secret=SECRET, prime=3.0,
+        )  # fmt: skip
+    trigger, control = pair.trigger.details, pair.control.details
+    for record in (pair.trigger, pair.control):
+        assert_valid(record)
+        assert record.failure is None
+    assert trigger["prime"]["stopped_early"] is True
+    assert trigger["prime"]["echoed"] == 3  # the opening, then nothing
+    assert trigger["prime"]["last_echoed_seq"] == 2
+    assert control["prime"]["echoed"] == control["prime"]["sent"] > 3
+    # stopped after about CUT_SILENCE seconds, well before the 3 s prime (50 datagrams)
+    assert control["prime"]["sent"] < 40
+    assert trigger["hops"][0]["outcome"] == "silent"
+    assert control["hops"][0]["outcome"] == "answered"  # the echo of its own probe
+    assert trigger["interference"] == "cut"
+    assert trigger["hops"][0]["interference"] == "cut"
+    assert trigger["localized_hop"] == 0
+    assert control["first_interfering_ttl"] is None
+    for details in (trigger, control):
+        # the prime's datagrams and one probe per TTL traced, on one socket
+        assert details["packets_sent"] == details["prime"]["sent"] + details["ttls_traced"]
+        assert details["ttls_traced"] == 1  # the control's echo ends the trace
+
+
+@needs_raw
+async def test_an_uncut_flow_is_primed_to_the_end_and_not_localized() -> None:
+    ctx = CheckContext(timeout=1.0)
+    async with FakeEchoReflector(SECRET) as refl:
+        pair = await tr.trace(
+            ctx, _target(refl.port, "cut", app="telegram"), LOOPBACK, 1, trigger="cut",
+            wait=0.3, secret=SECRET, prime=0.6,
+        )  # fmt: skip
+    for record in (pair.trigger, pair.control):
+        prime = record.details["prime"]
+        assert prime["stopped_early"] is False
+        assert prime["sent"] == prime["echoed"] == 10  # 0.6 s at one datagram per 60 ms
+        assert record.details["hops"][0]["outcome"] == "answered"
+        assert record.details["interference"] is None
+
+
+async def test_the_cut_trigger_needs_the_reflectors_secret() -> None:
+    ctx = CheckContext(timeout=1.0)
+    with pytest.raises(ValueError, match="give its secret"):
+        await tr.trace(ctx, _target(3478, "cut"), LOOPBACK, 1, trigger="cut")
+    with pytest.raises(ValueError, match="prime"):
+        await tr.trace(
+            ctx, _target(3478, "cut"), LOOPBACK, 1, trigger="cut", secret=SECRET, prime=61
+        )
+    with pytest.raises(ValueError, match="it is signed"):
+        tr.build_probe("cut", control=False, app="whatsapp")
 
 
 def test_only_the_call_trigger_is_signed() -> None:
@@ -601,6 +666,7 @@ def test_cli_constants_are_the_checks() -> None:
         tr.MIN_WAIT,
         tr.MAX_WAIT,
     )
+    assert (trace_cli.DEFAULT_PRIME, trace_cli.MAX_PRIME) == (tr.DEFAULT_PRIME, tr.MAX_PRIME)
 
 
 @pytest.mark.parametrize(
@@ -615,7 +681,9 @@ def test_cli_constants_are_the_checks() -> None:
         (["trace", "--trigger", "whatsapp", "--app", "telegram"], "--app whatsapp"),
         (["trace", "--trigger", "call", "--app", "signal"], "no call framing"),
         (["trace", "--trigger", "stun", "--allow-net", "10.0.0.0/99"], "not an IP network"),
-        (["trace", "--trigger", "stun", "--reflector", "192.0.2.7"], "use --trigger call"),
+        (["trace", "--trigger", "stun", "--reflector", "192.0.2.7"], "use --trigger call or cut"),
+        (["trace", "--trigger", "cut"], "give --reflector"),
+        (["trace", "--trigger", "cut", "--reflector", "192.0.2.7", "--prime", "61"], "--prime"),
         (["trace", "--trigger", "call", "--reflector", "192.0.2.7"], "shared secret"),
         (["trace", "--trigger", "call", "--reflector", "relay.example"], "not an IP address"),
         (
