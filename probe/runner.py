@@ -232,15 +232,17 @@ def output_paths(out_dir: Path, run_id: str) -> tuple[Path, Path]:
     return out_dir / f"{stem}.jsonl", out_dir / f"{stem}.manifest.json"
 
 
-def reflector_target(app: str, port: int, address: str) -> Target:
-    """The catalog entry of a ringprobe reflector's UDP ``port`` at ``address`` for ``app``'s
-    call test (its flows, and the call trigger's trace)."""
+def reflector_target(
+    app: str, port: int, address: str, transport: Literal["tcp", "udp"] = "udp"
+) -> Target:
+    """The catalog entry of a ringprobe reflector's ``port`` at ``address`` for ``app``'s call
+    test (its flows and TLS streams, and the call and cut triggers' traces)."""
     return Target(
         id=f"{app}-reflector-{port}",
         app=app,
         role="reflector",
         port=port,
-        transport="udp",
+        transport=transport,
         expect="echo",
         source="--reflector",
         date=datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -476,17 +478,7 @@ class Runner:
         that a policer slows to its timeout must not delay or share the link with them."""
         from probe.checks import sni_stream
 
-        target = Target(
-            id=f"{app}-reflector-{REFLECTOR_TLS_PORT}",
-            app=app,
-            role="reflector",
-            port=REFLECTOR_TLS_PORT,
-            transport="tcp",
-            expect="echo",
-            source="--reflector",
-            date=datetime.now(UTC).strftime("%Y-%m-%d"),
-            address=reflector,
-        )
+        target = reflector_target(app, REFLECTOR_TLS_PORT, reflector, transport="tcp")
         for kind, sni in (("real", STREAM_SNI[app]), ("neutral", self.ctx.neutral_sni)):
             record = await self._step(
                 reflector,

@@ -38,20 +38,31 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_run_localize_finds_the_signal_sni_reset_at_the_tspu(lab: Lab, tmp_path: Path) -> None:
-    text = sc.builtin_path("signal-sni-rst").read_text(encoding="utf-8")
-    sc.apply_scenario(lab, sc.parse_scenario(text, "signal-sni-rst"))
+def run_localized(
+    lab: Lab, tmp_path: Path, name: str, args: list[str], placement: str = "tspu"
+) -> dict[str, Any]:
+    """``ringprobe run --localize`` in the client namespace with built-in scenario ``name``'s
+    rules at ``placement``, restored whatever happens; the run's JSON summary."""
+    text = sc.builtin_path(name).read_text(encoding="utf-8")
+    if placement != "tspu":
+        text = f"placement = {json.dumps(placement)}\n" + text
+    sc.apply_scenario(lab, sc.parse_scenario(text, f"{name} at the {placement}"))
     try:
         done = lab.run_probe(
             tmp_path / "out",
             ["--timeout", f"{TIMEOUT:g}", "--deadline", f"{DEADLINE:g}", "--json",
-             "--localize", "--localize-max-ttl", str(MAX_TTL)],
+             "--localize", "--localize-max-ttl", str(MAX_TTL), *args],
             timeout=DEADLINE + _SLACK,
         )  # fmt: skip
     finally:
         sc.restore(lab)
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    summary: dict[str, Any] = json.loads(done.stdout)
+    return summary
+
+
+def test_run_localize_finds_the_signal_sni_reset_at_the_tspu(lab: Lab, tmp_path: Path) -> None:
+    summary = run_localized(lab, tmp_path, "signal-sni-rst", [])
     assert summary["status"] == "complete", summary["skipped"]
     assert summary["settings"]["localize"] is True
     assert summary["settings"]["localize_max_ttl"] == MAX_TTL
@@ -123,21 +134,8 @@ def test_run_localize_traces_the_call_to_the_reflector_and_finds_a_border_drop(
     # with --reflector, each calling app's call trigger goes to the lab's reflector, signed, so
     # its control is echoed at TTL 4 and WhatsApp's dropped opening (a STUN Allocate) is
     # localized after hop 3; Telegram's opening (no cookie) is not.
-    text = sc.builtin_path("calls-stun-cookie-drop").read_text(encoding="utf-8")
-    placed = 'placement = "border"\n' + text
-    sc.apply_scenario(lab, sc.parse_scenario(placed, "calls-stun-cookie-drop at the border"))
-    try:
-        done = lab.run_probe(
-            tmp_path / "out",
-            ["--apps", "whatsapp,telegram", "--timeout", f"{TIMEOUT:g}",
-             "--deadline", f"{DEADLINE:g}", "--json", "--localize",
-             "--localize-max-ttl", str(MAX_TTL), *lab.call_flow_args(CALL_DURATION)],
-            timeout=DEADLINE + _SLACK,
-        )  # fmt: skip
-    finally:
-        sc.restore(lab)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    args = ["--apps", "whatsapp,telegram", *lab.call_flow_args(CALL_DURATION)]
+    summary = run_localized(lab, tmp_path, "calls-stun-cookie-drop", args, placement="border")
     assert not [s for s in summary["skipped"] if s["target"] == "trace"]
     rows = _records(Path(summary["records_path"]))
     call_tx = {r["app"]: r["transaction_id"] for r in rows if r["check"] == "call_flow"}
