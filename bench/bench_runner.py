@@ -90,7 +90,13 @@ def write_catalog(path: Path, endpoints: list[tuple[str, int, str]]) -> None:
 def run_probe(
     catalog: Path, out: Path, timeout: float, concurrency: int
 ) -> tuple[float, dict[str, object]]:
-    env = dict(os.environ, RINGPROBE_ALLOW_NETS="127.0.0.0/8")
+    # The bench's own settings directory, with the consent a volunteer would have given once
+    # (`ringprobe consent --agree`): the runs only reach loopback servers.
+    config_dir = out.parent / f"{out.name}-config"
+    env = dict(os.environ, RINGPROBE_ALLOW_NETS="127.0.0.0/8", RINGPROBE_CONFIG_DIR=str(config_dir))
+    subprocess.run(
+        [*RINGPROBE, "consent", "--agree"], env=env, capture_output=True, text=True, check=True
+    )
     cmd = [
         *RINGPROBE,
         "run",
