@@ -214,10 +214,14 @@ class RunResult:
             "settings": self.settings,
         }
 
-    def write_manifest(self) -> None:
+    def write_manifest(self, scrubber: Scrubber | None = None) -> None:
+        """Write the manifest, own addresses scrubbed (a skip reason or a setting may name one)."""
+        text = json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n"
+        if scrubber is not None:
+            text = scrubber.scrub(text)
         # Write-then-rename so a crash never leaves a half-written manifest.
         tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, self.manifest_path)
 
 
@@ -628,7 +632,8 @@ class RunOutput:
             settings=dict(settings),
         )
         self._clock_offset = ctx.clock_offset
-        self.result.write_manifest()
+        self._scrubber = ctx.scrubber
+        self.result.write_manifest(self._scrubber)
         self.writer = RecordWriter(records_path, ctx.scrubber)
 
     def finish(self, status: RunStatus) -> RunResult:
@@ -638,7 +643,7 @@ class RunOutput:
         result.records = self.writer.count
         result.failures = self.writer.failures
         result.ended = _utc_now(self._clock_offset)
-        result.write_manifest()
+        result.write_manifest(self._scrubber)
         return result
 
 

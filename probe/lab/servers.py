@@ -5,7 +5,9 @@ the command lines ``up`` starts.
 server         program       role
 =============  ============  ===================================================================
 resolver       dnsmasq       the client's resolver (``dns`` set); scenario DNS overrides rewrite
-                             its hosts file, then SIGHUP (dnsmasq(8): re-reads --addn-hosts)
+                             its hosts file, then SIGHUP (dnsmasq(8): re-reads --addn-hosts);
+                             it also answers Team Cymru's origin TXT queries for the client's
+                             addresses (lab_origin_txt: AS64500, country XL) for ``run --locate``
 honest-dns     dnsmasq       the same names, never overridden, on the namespace's 127.0.0.1;
                              only the DoH server asks it, so DoH keeps the truth when the plain
                              resolver lies (what the probe's resolver comparison looks for)
@@ -46,7 +48,7 @@ from typing import Final
 from .emulators import format_socket
 from .errors import LabError
 from .pki import Authority, KeyPair, issue
-from .plan import DOH_PATH, Listener, Plan
+from .plan import DOH_PATH, LINKS, Listener, Plan, client_address
 from .procs import Socket
 
 HONEST_DNS: Final = "127.0.0.1"
@@ -58,6 +60,23 @@ TURN_USER: Final = "ringprobe:ringprobe-lab"
 NXDOMAIN: Final = "nxdomain"
 # The lab reflector's secret: 32 random bytes (the reflector takes at least 16).
 REFLECTOR_SECRET_BYTES: Final = 32
+# RFC 5398 §4: AS64496-64511 are for documentation; the lab client's network
+LAB_ASN: Final = 64500
+# ISO 3166-1 §7.1.3: XA-XZ are user-assigned; XL ("lab") is ours, so a looked-up location is
+# told apart from ZZ, the unknown country a failed lookup records
+LAB_CC: Final = "XL"
+
+
+def lab_origin_txt() -> dict[str, str]:
+    """Team Cymru's origin TXT answer (https://www.team-cymru.com/ip-asn-mapping) for each of
+    the client's addresses: name -> text, what the lab resolver answers ``run --locate``."""
+    from probe.locate import cymru_name
+
+    link = LINKS[0]  # the client's link: its prefixes stand for the client's network
+    return {
+        cymru_name(client_address(version)): f"{LAB_ASN} | {prefix} | {LAB_CC} | other | 2026-12-05"
+        for version, prefix in ((4, link.net_v4), (6, link.net_v6))
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +169,14 @@ def render_hosts(names: Mapping[str, Iterable[str]], overrides: Mapping[str, str
     return "\n".join(lines) + "\n"
 
 
-def render_dnsmasq(listen: Iterable[str], hosts: Path, log: Path, *, log_queries: bool) -> str:
+def render_dnsmasq(
+    listen: Iterable[str],
+    hosts: Path,
+    log: Path,
+    *,
+    log_queries: bool,
+    txt: Mapping[str, str] | None = None,
+) -> str:
     lines = [
         "# dnsmasq for the ringprobe lab (written by `ringprobe lab up`)",
         "no-resolv",  # no upstream: the lab has no internet
@@ -164,6 +190,8 @@ def render_dnsmasq(listen: Iterable[str], hosts: Path, log: Path, *, log_queries
         "pid-file=",  # no pid file: the lab records the pid itself
         "user=root",  # reads the state directory's files after SIGHUP
     ]
+    # dnsmasq(8) --txt-record=<name>[[,<text>],<text>]: a quoted text keeps its spaces
+    lines += [f'txt-record={name},"{text}"' for name, text in (txt or {}).items()]
     if log_queries:
         lines.append("log-queries")
     return "\n".join(lines) + "\n"
@@ -331,7 +359,11 @@ def prepare(
     resolver_conf = layout.conf / "dnsmasq.conf"
     resolver_conf.write_text(
         render_dnsmasq(
-            plan.resolver.addresses(), layout.hosts, layout.log("resolver"), log_queries=True
+            plan.resolver.addresses(),
+            layout.hosts,
+            layout.log("resolver"),
+            log_queries=True,
+            txt=lab_origin_txt(),
         )
     )
     honest_conf = layout.conf / "dnsmasq-honest.conf"
