@@ -56,7 +56,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from analysis.shares import CALL_VERDICTS, MIN_RUNS, group_keys
+from analysis.shares import CALL_VERDICTS, MIN_RUNS, group_keys, without_baseline
 
 # A day with fewer runs has no reported share in ``aggregate`` either; one probe's bad hour would
 # set it (below 10 runs the share moves in steps of 0.1 or more).
@@ -124,6 +124,7 @@ def onsets(
     ONSET_COLUMNS: one row per detected change, groups in sorted order, changes in time order.
     A group with fewer than 2 x ``min_segment_days`` days of ``min_runs_per_day`` runs cannot
     show a change and has no rows; ``aggregate(table, by=[*by, "day"])`` shows what data it has.
+    Baseline runs are left out unless ``by`` has ``vantage``, as ``aggregate`` does.
     The module docstring says how changes are found and tested.
     """
     if isinstance(verdicts, str):
@@ -141,7 +142,7 @@ def onsets(
     if not 0 <= min_change < 1:
         raise ValueError(f"min_change must be in [0, 1), not {min_change}")
     columns = [*by, *ONSET_COLUMNS]
-    daily = _daily(table, verdicts, by)
+    daily = _daily(without_baseline(table, by), verdicts, by)
     daily = daily[daily["runs"] >= min_runs_per_day]
     rows: list[dict[str, object]] = []
     group_cols = by or ["_all"]

@@ -12,6 +12,11 @@ Statistical Science 2001, recommend it over the normal interval for small n and 
 1, which is where censorship shares live). Groups with fewer than ``min_runs`` runs keep their
 counts but no share: their status says "not enough data" (METHOD.md, "Aggregation over many
 runs": share of runs per verdict by (app, ASN, day) with Wilson intervals).
+
+Baseline runs (``vantage`` "baseline": scheduled runs from uncensored networks) are the reference
+the rules compare volunteers' runs with, not a sample of the networks measured: ``aggregate``
+leaves them out unless ``vantage`` is one of the grouping keys, which keeps them in their own
+groups. ``analysis.onsets`` does the same.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from analysis.features import BASELINE_VANTAGE
 from analysis.rules import VERDICTS
 
 # The verdicts of a restricted call path (METHOD.md): what an onset of call restrictions shows.
@@ -102,6 +108,14 @@ def wilson(
     return np.where(m > 0, low, np.nan), np.where(m > 0, high, np.nan)
 
 
+def without_baseline(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """``table`` without its baseline runs, unless ``by`` groups by ``vantage`` (module
+    docstring); a table without a ``vantage`` column is returned as it is."""
+    if "vantage" not in table.columns or "vantage" in by:
+        return table
+    return table[table["vantage"].astype(object).ne(BASELINE_VANTAGE).to_numpy(bool)]
+
+
 def aggregate(
     table: pd.DataFrame,
     by: Sequence[str] = ("app", "day"),
@@ -118,7 +132,8 @@ def aggregate(
     counted together under that name (e.g. ``{"calls": CALL_VERDICTS}``); the other verdicts keep
     their own rows. Returns the ``by`` columns, then AGGREGATE_COLUMNS, one row per (group,
     verdict), groups in sorted order and verdicts in METHOD.md's order (collapsed names first in
-    the place of their first member).
+    the place of their first member). Baseline runs are left out unless ``by`` has ``vantage``
+    (module docstring).
     """
     if min_runs < 1:
         raise ValueError(f"min_runs must be at least 1, not {min_runs}")
@@ -128,6 +143,7 @@ def aggregate(
     labels = _labels(collapse)
     order = list(dict.fromkeys(labels.get(v, v) for v in VERDICTS))
     columns = [*by, *AGGREGATE_COLUMNS]
+    table = without_baseline(table, by)
     if table.empty:
         return pd.DataFrame({name: [] for name in columns})
     keys = group_keys(table, by)

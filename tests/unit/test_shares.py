@@ -83,6 +83,19 @@ def test_collapsed_verdicts_are_counted_together() -> None:
         aggregate(table, collapse={"a": "ok"})
 
 
+def test_baseline_runs_are_counted_only_in_their_own_groups() -> None:
+    # One volunteer run blocked, three baseline runs (uncensored networks) blocked too (the
+    # endpoint was down): the volunteers' share is of the volunteers' run alone.
+    table = _table(["blocked", "blocked", "blocked", "ok"], ["telegram"] * 4, [0] * 4, ["AS1"] * 4)
+    table["vantage"] = ["volunteer", "baseline", "baseline", "baseline"]
+    out = aggregate(table, by=["app"], min_runs=1).set_index("verdict")
+    assert (out.loc["blocked", "count"], out.loc["blocked", "runs"]) == (1, 1)
+    apart = aggregate(table, by=["app", "vantage"], min_runs=1)
+    blocked = apart[apart["verdict"] == "blocked"].set_index("vantage")
+    assert blocked.loc["baseline", ["count", "runs"]].tolist() == [2, 3]
+    assert blocked.loc["volunteer", ["count", "runs"]].tolist() == [1, 1]
+
+
 def test_derived_keys_and_bad_keys() -> None:
     table = _table(["ok", "blocked", "ok"], ["telegram"] * 3, [0, 1, 8], ["AS1", "AS2", "AS1"])
     out = aggregate(table, by=["asn", "week", "country", "network_type"], min_runs=1)
