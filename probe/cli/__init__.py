@@ -15,11 +15,15 @@ import click
 
 from probe import __version__
 from probe.cli import analyze as analyze_cmd
+from probe.cli import collector as collector_cmd
+from probe.cli import config as config_cmd
+from probe.cli import consent as consent_cmd
 from probe.cli import lab as lab_cmd
 from probe.cli import reflector as reflector_cmd
 from probe.cli import run as run_cmd
 from probe.cli import targets as targets_cmd
 from probe.cli import trace as trace_cmd
+from probe.cli import upload as upload_cmd
 from probe.errors import RingprobeError
 
 EXIT_USAGE = 2
@@ -79,7 +83,8 @@ def cli() -> None:
 
     `ringprobe run` measures (results go to ./ringprobe-results as JSON Lines);
     `ringprobe analyze` turns records into verdicts; `ringprobe targets` shows what a run
-    would contact; `ringprobe trace` finds the hop where a trigger meets interference.
+    would contact; `ringprobe trace` finds the hop where a trigger meets interference;
+    `ringprobe consent` says what measuring involves; `ringprobe config` edits the settings.
     """
 
 
@@ -89,6 +94,10 @@ cli.add_command(targets_cmd.command)
 cli.add_command(lab_cmd.command)
 cli.add_command(reflector_cmd.command)
 cli.add_command(trace_cmd.command)
+cli.add_command(consent_cmd.command)
+cli.add_command(config_cmd.command)
+cli.add_command(collector_cmd.command)
+cli.add_command(upload_cmd.command)
 
 
 def main() -> None:

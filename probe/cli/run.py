@@ -9,9 +9,10 @@ import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -23,6 +24,7 @@ from probe.cli.common import (
     reflector_from,
     reflector_options,
 )
+from probe.consent import require_consent
 
 if TYPE_CHECKING:
     from probe.checks.base import CheckContext
@@ -145,20 +147,69 @@ DEFAULT_DOH_URL = "https://1.1.1.1/dns-query"
     "--asn", default="AS0", show_default=True, help="Network (ASN) to record, e.g. AS12389."
 )
 @click.option(
+    "--locate/--no-locate",
+    default=None,
+    help="Look up this network's ASN and country before the checks: the public address from a "
+    "STUN Binding to --stun-server, its ASN and country from Team Cymru's DNS service; only "
+    "those are recorded, never the address (docs/volunteers.md). Default: on, except with "
+    "--vantage lab, an allow-list (--allow-net, RINGPROBE_ALLOW_NETS), or --asn and --cc "
+    "both given.",
+)
+@click.option(
+    "--stun-server",
+    metavar="HOST[:PORT]",
+    default="stun.l.google.com:19302",  # probe.locate.DEFAULT_STUN_SERVER; --help stays light
+    show_default=True,
+    help="The neutral STUN server --locate asks for the public address (the control catalog's).",
+)
+@click.option(
     "--network-type",
     type=click.Choice(["wifi", "mobile", "wired", "unknown"]),
     default="unknown",
     show_default=True,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option(
+    "--upload",
+    "upload_url",
+    metavar="URL",
+    help="After the run (also an interrupted one), upload its records to the collector at URL "
+    "(docs/upload.md); if that fails, say so and exit 3.",
+)
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Do not prompt; needs consent given earlier (ringprobe consent). Lab runs need none.",
+)
+@click.option(
+    "--ci",
+    is_flag=True,
+    help="Scheduled check: implies --yes, no progress display; a JSON summary on stdout and exit "
+    "0 when every app is ok, 1 on interference, 2 when something could not be measured "
+    "(docs/scheduled.md).",
+)
+@click.option(
+    "--ci-summary",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="With --ci: also write the JSON summary to PATH.",
+)
 def command(**options: Any) -> None:
     """Measure the endpoints of WhatsApp, Telegram, Signal (control) and neutral controls.
 
     Every check's record is written to OUT as soon as it finishes, so an interrupted run
     (Ctrl-C, SIGTERM) keeps what it measured; the manifest next to it says how the run ended.
+    The first run from a network asks for consent (`ringprobe consent`); lab runs need none.
     """
+    _ci_check(options)
+    # Before anything is sent or written: the volunteer's informed consent (probe/consent.py).
+    # --ci never prompts: a scheduled run has nobody to ask (docs/scheduled.md).
+    require_consent(options["vantage"], options["yes"] or options["ci"])
+    options["from_settings"] = _settings_defaults(options)
     catalog = load_selected(options["targets_file"], options["apps"])
     ctx = _context(options)
+    _upload_check(options, ctx)
+    location = _locate(ctx, options)
     limits = _limits(options)
     localize = _localize(options)
     from probe.runner import RunOutput
@@ -180,27 +231,39 @@ def command(**options: Any) -> None:
         "localize": localize is not None,
         "localize_max_ttl": localize.max_ttl if localize is not None else None,
         "localize_wait": localize.wait if localize is not None else None,
+        "location": location,
     }
     try:
         output = RunOutput(options["out_dir"], ctx, len(catalog), settings)
     except OSError as exc:
-        raise click.ClickException(f"cannot write to {options['out_dir']}: {exc.strerror}") from exc
-    show_progress = sys.stdout.isatty() and not options["as_json"]
+        # A usage error (exit 2): with --ci, exit 1 would read as interference found.
+        raise click.BadParameter(
+            f"cannot write to {options['out_dir']}: {exc.strerror}", param_hint="--out"
+        ) from exc
+    show_progress = sys.stdout.isatty() and not options["as_json"] and not options["ci"]
     signum, result = _run_with_signals(catalog, ctx, output, limits, localize, show_progress)
     result = result or output.result
     # After Ctrl-C the user wants out, not a minute of analysis.
     verdicts = _verdicts(result) if signum is None else "the run was interrupted"
+    upload_failed = _upload(options, ctx, result)
+    if options["ci"]:
+        _ci_exit(result, verdicts, signum, options, ctx.scrubber.scrub)
     if options["as_json"]:
-        click.echo(json.dumps(_summary_json(result, verdicts), indent=2, sort_keys=True))
+        summary_text = json.dumps(_summary_json(result, verdicts), indent=2, sort_keys=True)
+        click.echo(ctx.scrubber.scrub(summary_text))
     else:
-        _print_summary(result, verdicts)
+        _print_summary(result, verdicts, ctx.scrubber.scrub)
     if signum is not None:
         click.echo(
-            f"ringprobe: interrupted; {result.records} finished records kept in "
-            f"{result.records_path}",
+            ctx.scrubber.scrub(
+                f"ringprobe: interrupted; {result.records} finished records kept in "
+                f"{result.records_path}"
+            ),
             err=True,
         )
         sys.exit(128 + signum)
+    if upload_failed:
+        sys.exit(EXIT_UPLOAD_FAILED)
 
 
 def _context(options: dict[str, Any]) -> CheckContext:
@@ -430,15 +493,181 @@ def _summary_json(result: RunResult, verdicts: list[dict[str, Any]] | str) -> di
     return summary
 
 
-def _print_summary(result: RunResult, verdicts: list[dict[str, Any]] | str) -> None:
+def _print_summary(
+    result: RunResult, verdicts: list[dict[str, Any]] | str, scrub: Callable[[str], str] = str
+) -> None:
     head = f"run {result.run_id[:8]}: {result.status}, {result.records} records"
-    click.echo(f"{head} in {result.records_path}")
+    click.echo(scrub(f"{head} in {result.records_path}"))
     if isinstance(verdicts, str):
-        click.echo(f"  no verdicts: {verdicts}")
+        click.echo(scrub(f"  no verdicts: {verdicts}"))
         return
     for row in verdicts:
-        click.echo(f"  {row['summary']}")
+        click.echo(scrub(f"  {row['summary']}"))
     if result.status != "complete":
         click.echo(
             f"  (the run ended {result.status.replace('_', ' ')}: verdicts cover what finished)"
         )
+
+
+def _ci_check(options: dict[str, Any]) -> None:
+    """--ci and --ci-summary: refuse combinations that cannot mean anything."""
+    if options["ci"] and options["as_json"]:
+        raise click.BadParameter("--ci prints its own JSON summary; drop --json", param_hint="--ci")
+    if options["ci_summary"] is not None and not options["ci"]:
+        raise click.BadParameter("only with --ci", param_hint="--ci-summary")
+
+
+def _ci_exit(
+    result: RunResult,
+    verdicts: list[dict[str, Any]] | str,
+    signum: int | None,
+    options: dict[str, Any],
+    scrub: Callable[[str], str],
+) -> None:
+    """--ci: the summary (probe.ci) on stdout and in --ci-summary, a line on stderr, and exit
+    with the summary's status (0 ok, 1 interference, 2 not measured, 128 + signal)."""
+    from probe import ci
+
+    summary = ci.summarize(result, verdicts, vantage=options["vantage"], signum=signum)
+    # As the --json summary: the volunteer's address out of every string (evidence, paths).
+    summary = json.loads(scrub(json.dumps(summary)))
+    if options["ci_summary"] is not None:
+        summary = ci.write_summary(summary, options["ci_summary"])
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    click.echo(ci.headline(summary), err=True)
+    sys.exit(summary["exit_status"])
+
+
+def _locate(ctx: CheckContext, options: dict[str, Any]) -> str:
+    """--locate: look up the run's ASN and country (probe.locate) before anything is written,
+    into ``ctx.probe``; the public address goes only to ``ctx.scrubber``. An --asn or --cc given
+    on the command line wins over the lookup; both given, no lookup is made. A failed lookup
+    records AS0/ZZ (or what was given) and the run goes on. Returns the manifest's ``location``."""
+    import dataclasses
+    import time
+
+    from probe.errors import OptionError
+    from probe.locate import LocateError, locate, parse_stun_server
+
+    try:
+        parse_stun_server(options["stun_server"])
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stun-server") from exc
+    source = click.get_current_context().get_parameter_source
+    given = {
+        name
+        for name in ("asn", "cc")
+        if source(name) != click.core.ParameterSource.DEFAULT or name in options["from_settings"]
+    }
+    wanted = options["locate"]
+    if wanted is None:
+        # An allow-list marks a controlled run (tests, CI, the lab): the neutral STUN server and
+        # the resolver's upstream lie outside it, so only --locate asks them.
+        wanted = (
+            not ctx.allow.restricted and options["vantage"] != "lab" and not given >= {"asn", "cc"}
+        )
+    if not wanted:
+        return "given" if given == {"asn", "cc"} else _not_looked_up(given)
+    if given == {"asn", "cc"}:
+        return "given"  # the manual override: nothing to ask the network
+    try:
+        found = asyncio.run(locate(ctx, options["stun_server"]))
+    except LocateError as exc:
+        reason = ctx.scrubber.scrub(f"{exc.failure}: {exc}")
+        click.echo(f"ringprobe: could not look up this network ({reason})", err=True)
+        return f"lookup failed: {reason}"
+    finally:
+        # The run's deadline and its records' t0 count from the checks, not from the lookup.
+        ctx.run_start = time.monotonic()
+    ctx.probe = dataclasses.replace(
+        ctx.probe,
+        asn=ctx.probe.asn if "asn" in given else found.asn,
+        cc=ctx.probe.cc if "cc" in given else found.cc,
+    )
+    return "looked up" if not given else f"looked up, {' and '.join(sorted(given))} given"
+
+
+def _not_looked_up(given: set[str]) -> str:
+    return "not looked up" + (f", {' and '.join(sorted(given))} given" if given else "")
+
+
+# Ours: distinct from --ci's 0/1/2 and from 128 + signal (docs/upload.md).
+EXIT_UPLOAD_FAILED = 3
+
+
+def _upload_check(options: dict[str, Any], ctx: CheckContext) -> None:
+    """--upload: a usable URL, and an IP literal inside the allow-list, before anything is sent."""
+    if options["upload_url"] is None:
+        return
+    from probe.upload import check_literal_host, parse_collector_url
+
+    options["upload_url"] = parse_collector_url(options["upload_url"])
+    check_literal_host(options["upload_url"], ctx.allow)
+
+
+def _upload(options: dict[str, Any], ctx: CheckContext, result: RunResult) -> bool:
+    """--upload: send the run's records file (probe.upload; resumable with `ringprobe upload`).
+    Messages go to stderr (stdout may be a JSON summary), own addresses scrubbed as everywhere.
+    True when the upload failed."""
+    url = options["upload_url"]
+    if url is None or result.records == 0:
+        return False
+    from probe.errors import NotAllowedError
+    from probe.upload import FileResult, run_upload
+
+    path = result.records_path
+    done: list[FileResult] = []
+    signum: int | None = None
+    refused: str | None = None
+    try:
+        done, signum = run_upload([path], url, ctx.allow)
+    except NotAllowedError as exc:  # a host name that resolved outside the allow-list
+        refused = str(exc)
+    if done and done[0].ok:
+        sent = done[0]
+        click.echo(
+            ctx.scrubber.scrub(
+                f"ringprobe: uploaded {sent.records} records to {url} ({sent.stored} stored, "
+                f"{sent.duplicates} already there)"
+            ),
+            err=True,
+        )
+        return False
+    why = refused or (done[0].error if done else None) or f"interrupted (signal {signum})"
+    click.echo(
+        ctx.scrubber.scrub(
+            f"ringprobe: upload to {url} failed: {why}; the records stay in {path}; resume with "
+            f"`ringprobe upload {path} --to {url}`"
+        ),
+        err=True,
+    )
+    return True
+
+
+# The settings (probe/config.py, `ringprobe config`) that stand in for a `run` option left at its
+# default: setting name -> option name.
+SETTING_OPTIONS: Final = {
+    "out": "out_dir",
+    "asn": "asn",
+    "cc": "cc",
+    "network_type": "network_type",
+    "stun_server": "stun_server",
+    "locate": "locate",
+    "upload_url": "upload_url",
+}
+
+
+def _settings_defaults(options: dict[str, Any]) -> frozenset[str]:
+    """Fill the options the command line left at their defaults from the user's settings file
+    (the command line wins); the names of the options so filled."""
+    from probe.config import load_settings
+
+    settings = load_settings()
+    source = click.get_current_context().get_parameter_source
+    filled: set[str] = set()
+    for key, option in SETTING_OPTIONS.items():
+        if key in settings.from_file and source(option) == click.core.ParameterSource.DEFAULT:
+            value = getattr(settings, key)
+            options[option] = Path(value) if option == "out_dir" else value
+            filled.add(option)
+    return frozenset(filled)
