@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import random
-import signal
 import socket
 import ssl
 import time
@@ -213,7 +212,8 @@ def run_upload(
 ) -> tuple[list[FileResult], int | None]:
     """``upload`` in its own event loop; SIGINT and SIGTERM stop it after saving the state of
     what was confirmed. Returns (results of the files done, signal number or None)."""
-    received: list[int] = []
+    from probe.interrupt import run_until_signal
+
     done: list[FileResult] = []
 
     def collect(result: FileResult) -> None:
@@ -221,28 +221,8 @@ def run_upload(
         if on_result is not None:
             on_result(result)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            task.cancel()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            await upload(files, url, allow, options, collect)
-        except asyncio.CancelledError:
-            if not received:
-                raise
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-
-    asyncio.run(main())
-    return done, (received[0] if received else None)
+    signum, _ = run_until_signal(lambda: upload(files, url, allow, options, collect))
+    return done, signum
 
 
 async def _connector(base: str, allow: AllowList, options: UploadOptions) -> aiohttp.TCPConnector:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -350,31 +349,14 @@ def _run_with_signals(
 ) -> tuple[int | None, RunResult | None]:
     """Run the event loop; SIGINT and SIGTERM cancel the run, which keeps its records and marks
     the manifest interrupted. Returns (signal number or None, result)."""
+    from probe.interrupt import run_until_signal
     from probe.runner import execute
 
-    received: list[int] = []
+    async def main() -> RunResult:
+        with _Progress(show_progress) as progress:
+            return await execute(catalog, ctx, output, limits, progress.on_event, localize)
 
-    async def main() -> RunResult | None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            task.cancel()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            with _Progress(show_progress) as progress:
-                return await execute(catalog, ctx, output, limits, progress.on_event, localize)
-        except asyncio.CancelledError:
-            if received:
-                return None
-            raise
-
-    result = asyncio.run(main())
-    return (received[0] if received else None), result
+    return run_until_signal(main)
 
 
 class _Progress:
