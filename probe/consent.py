@@ -120,16 +120,22 @@ def ask(*, err: bool = False) -> bool:
     return True
 
 
-def require_consent(vantage: str, yes: bool, interactive: bool | None = None) -> None:
+def require_consent(
+    vantage: str,
+    yes: bool,
+    interactive: bool | None = None,
+    settings: Settings | None = None,
+) -> None:
     """The gate before a run sends or writes anything; ConsentRefused if the run may not go on.
 
     ``yes``: --yes (never prompt); ``interactive``: whether a question can be answered (default:
-    stdin is a terminal). The text and question go to stderr: stdout is the run's summary.
+    stdin is a terminal); ``settings``: the settings in effect, when the caller has read them
+    already (default: read here). The text and question go to stderr: stdout is the run's summary.
     """
     if vantage == "lab":
         # The lab is an emulated network on this machine: nothing is measured in any country.
         return
-    settings = config.load_settings()
+    settings = settings or config.load_settings()
     if consent_given(settings):
         return
     if settings.consent is not None:

@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from probe.config import DEFAULT_STUN_SERVER, STUN_PORT, parse_host_port
 from probe.errors import NotAllowedError, OptionError, RingprobeError
 
 if TYPE_CHECKING:
@@ -54,10 +55,6 @@ __all__ = [
     "public_address",
 ]
 
-# probe/targets/control.toml, ctl-stun-google-19302: the built-in catalog's neutral STUN control
-# (tests/unit/test_locate.py keeps the two equal).
-DEFAULT_STUN_SERVER: Final = "stun.l.google.com:19302"
-STUN_PORT: Final = 3478  # RFC 8489 §9: STUN over UDP, when a server is given without a port
 # RFC 5389 §7.2.1: the first RTO, doubled after each retransmission (probe.checks.relay's too)
 INITIAL_RTO: Final = 0.5
 # Ours: three Binding requests (RFC 5389 §7.2.1's Rc is 7), as the relay checks send by default;
@@ -112,31 +109,14 @@ class Location:
 
 def parse_stun_server(text: str) -> tuple[str, int]:
     """``HOST``, ``HOST:PORT``, ``V6`` or ``[V6]:PORT`` (port STUN_PORT when none is given) into
-    (host, port); OptionError says what is wrong."""
-    value = text.strip()
-    port_text: str | None = None
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise OptionError(f"STUN server {text!r}: give [IPv6]:PORT")
-        port_text = rest[1:] if rest else None
-    elif value.count(":") == 1:
-        host, port_text = value.split(":")
-    else:
-        host = value
-    if not host or any(c.isspace() or c in "/[]" for c in host):
-        raise OptionError(f"STUN server {text!r}: give HOST, HOST:PORT or [IPv6]:PORT")
-    port = STUN_PORT
-    if port_text is not None:
-        if not _DIGITS.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
-            raise OptionError(f"STUN server {text!r}: the port must be a number from 1 to 65535")
-        port = int(port_text)
-    if ":" in host:
-        try:
-            host = str(ipaddress.IPv6Address(host))
-        except ValueError:
-            raise OptionError(f"STUN server {text!r}: {host!r} is not an IPv6 address") from None
-    return host, port
+    (host, port), as the ``stun_server`` setting is checked (probe.config.parse_host_port);
+    OptionError says what is wrong."""
+    try:
+        return parse_host_port(text, STUN_PORT)
+    except ValueError:
+        raise OptionError(
+            f"STUN server {text!r}: give HOST, HOST:PORT or [IPv6]:PORT (port 1 to 65535)"
+        ) from None
 
 
 async def public_address(ctx: CheckContext, server: str) -> str:

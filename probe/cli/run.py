@@ -23,6 +23,7 @@ from probe.cli.common import (
     reflector_from,
     reflector_options,
 )
+from probe.config import Settings, load_settings
 from probe.consent import require_consent
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ DEFAULT_DOH_URL = "https://1.1.1.1/dns-query"
 @click.option(
     "--stun-server",
     metavar="HOST[:PORT]",
-    default="stun.l.google.com:19302",  # probe.locate.DEFAULT_STUN_SERVER; --help stays light
+    default="stun.l.google.com:19302",  # probe.config.DEFAULT_STUN_SERVER; --help stays light
     show_default=True,
     help="The neutral STUN server --locate asks for the public address (the control catalog's).",
 )
@@ -203,8 +204,9 @@ def command(**options: Any) -> None:
     _ci_check(options)
     # Before anything is sent or written: the volunteer's informed consent (probe/consent.py).
     # --ci never prompts: a scheduled run has nobody to ask (docs/scheduled.md).
-    require_consent(options["vantage"], options["yes"] or options["ci"])
-    options["from_settings"] = _settings_defaults(options)
+    user_settings = load_settings()  # the user's settings file (ringprobe config), read once
+    require_consent(options["vantage"], options["yes"] or options["ci"], settings=user_settings)
+    options["from_settings"] = _settings_defaults(options, user_settings)
     catalog = load_selected(options["targets_file"], options["apps"])
     ctx = _context(options)
     _upload_check(options, ctx)
@@ -639,12 +641,9 @@ SETTING_OPTIONS: Final = {
 }
 
 
-def _settings_defaults(options: dict[str, Any]) -> frozenset[str]:
+def _settings_defaults(options: dict[str, Any], settings: Settings) -> frozenset[str]:
     """Fill the options the command line left at their defaults from the user's settings file
     (the command line wins); the names of the options so filled."""
-    from probe.config import load_settings
-
-    settings = load_settings()
     source = click.get_current_context().get_parameter_source
     filled: set[str] = set()
     for key, option in SETTING_OPTIONS.items():
